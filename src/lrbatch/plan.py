@@ -1,0 +1,309 @@
+"""The sweep plan: from the trials so far, which (batch size, learning rate, seed) to train next.
+
+Pure: :meth:`SweepPlan.next` reads observations (finished and running trials) and returns a
+proposal, ``WAIT`` or a finish. It keeps no memory between calls, so any number of workers on
+any machines that read the same study agree on what is left to do.
+
+Per batch size, in two passes (all batch sizes are searched before any is replicated, so a
+trial budget that runs out leaves an optimum everywhere rather than replicates somewhere):
+
+1. *search*, with the first seed: evaluate each rule's prediction, anchored at the base point
+   (B0, η0); once optima are pinned at two or more other batch sizes, also what a fitted
+   saturating or surge law predicts; *bracket*: while the best learning rate sits at the edge
+   of those tried, step outward by ``bracket_factor`` (rules can be wrong by 10×); *refine*:
+   bisect, in log learning rate, the wider gap next to the best until both neighbours are
+   within ``tolerance`` (a factor) of it: the optimum is then *pinned*.
+2. *replicate*: train the best point and its two neighbours with the other seeds; if the
+   seed-pooled best moves to a neighbour, replicate that one's neighbour too.
+
+Without a configured η0, B0 is searched first on a broad log-spaced grid and η0 is its pinned
+optimum; the other batch sizes wait for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from lrbatch.laws import fit_law
+from lrbatch.rules import predict
+
+__all__ = ["WAIT", "BatchState", "Finished", "Observation", "Proposal", "SweepPlan", "Wait"]
+
+_SAME = 1.01  # two learning rates within 1% are the same point
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One trial, as the plan sees it. ``value`` is None while the trial runs."""
+
+    batch_size: int
+    lr: float
+    seed: int
+    value: float | None
+    diverged: bool = False
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What to train next, and why (``rule:<names>``, ``law:<name>``, ``base_grid``,
+    ``bracket``, ``refine``, ``replicate`` or ``explore``)."""
+
+    batch_size: int
+    lr: float
+    seed: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing can be proposed until a running trial finishes."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The sweep is over: ``why`` is ``"complete"`` or ``"budget"`` (``max_trials`` spent)."""
+
+    why: str
+
+
+WAIT = Wait()
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """Where one batch size stands.
+
+    Attributes:
+        phase: ``waiting`` (for η0), ``search`` (seeding, bracketing, refining), ``replicate``
+            or ``done``.
+        best_lr: best learning rate so far (seed-pooled once replicated), or None.
+        best_value: its metric.
+        bracketed: False when the best learning rate sits at ``lr_min`` or ``lr_max``.
+        trials: finished and running trials at this batch size.
+        proposal: what this batch size needs next, if anything can be proposed now.
+    """
+
+    batch_size: int
+    phase: str
+    best_lr: float | None = None
+    best_value: float | None = None
+    bracketed: bool = True
+    trials: int = 0
+    proposal: Proposal | None = field(default=None, compare=False)
+
+
+def _same(a: float, b: float) -> bool:
+    return max(a, b) / min(a, b) < _SAME
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The sweep's settings (``sweep.*`` in the config). See the module docstring."""
+
+    batch_sizes: tuple[int, ...]
+    base_batch: int
+    lr_min: float
+    lr_max: float
+    base_lr: float | None = None
+    rules: tuple[str, ...] = ("constant", "linear", "square_root")
+    b_noise: float | None = None
+    laws: tuple[str, ...] = ("saturating", "surge")
+    bracket_factor: float = 4.0
+    tolerance: float = 1.5
+    seeds: int = 2
+    max_trials: int = 200
+    base_grid_per_decade: int = 2
+    minimize: bool = True
+
+    @classmethod
+    def from_config(cls, sweep: Any, direction: str = "minimize") -> SweepPlan:
+        """Build from the ``sweep`` config section (validated by :func:`lrbatch.config.validate`)."""
+        batch_sizes = tuple(sorted({int(b) for b in sweep.batch_sizes}))
+        return cls(
+            batch_sizes=batch_sizes,
+            base_batch=int(sweep.base_batch or batch_sizes[0]),
+            lr_min=float(sweep.lr_min),
+            lr_max=float(sweep.lr_max),
+            base_lr=None if sweep.base_lr is None else float(sweep.base_lr),
+            rules=tuple(sweep.rules),
+            b_noise=None if sweep.b_noise is None else float(sweep.b_noise),
+            laws=tuple(sweep.laws),
+            bracket_factor=float(sweep.bracket_factor),
+            tolerance=float(sweep.tolerance),
+            seeds=int(sweep.seeds),
+            max_trials=int(sweep.max_trials),
+            base_grid_per_decade=int(sweep.base_grid_per_decade),
+            minimize=direction == "minimize",
+        )
+
+    # -- public ---------------------------------------------------------------------------
+
+    def next(self, observations: Iterable[Observation]) -> Proposal | Wait | Finished:
+        """What to train next, given every finished and running trial of the study."""
+        observations = list(observations)
+        states = self.states(observations)
+        if all(state.phase == "done" for state in states.values()):
+            return Finished("complete")
+        if len(observations) >= self.max_trials:
+            return Finished("budget")
+        for phase in ("search", "replicate"):
+            for state in states.values():
+                if state.phase == phase and state.proposal is not None:
+                    return state.proposal
+        return WAIT
+
+    def states(self, observations: Sequence[Observation]) -> dict[int, BatchState]:
+        """Each batch size's state, in the order the plan works on them."""
+        by_batch: dict[int, list[Observation]] = {b: [] for b in self.batch_sizes}
+        for obs in observations:
+            if obs.batch_size in by_batch:
+                by_batch[obs.batch_size].append(obs)
+        states: dict[int, BatchState] = {}
+        base_lr = self.base_lr
+        for batch in self.order():
+            pinned = {b: s.best_lr for b, s in states.items() if s.phase != "search" and s.best_lr}
+            state = self._state(batch, by_batch[batch], base_lr, pinned)
+            states[batch] = state
+            if batch == self.base_batch and base_lr is None and state.phase != "search":
+                base_lr = self._search_best(by_batch[batch])[0]
+        return states
+
+    def order(self) -> list[int]:
+        """Batch sizes in working order: B0 first, then outward in log distance."""
+        return sorted(self.batch_sizes, key=lambda b: (abs(math.log(b / self.base_batch)), b))
+
+    def predictions(self, batch: int, base_lr: float) -> dict[str, float]:
+        """Each configured rule's learning rate at ``batch`` (unclipped)."""
+        return predict(base_lr, self.base_batch, batch, self.rules, self.b_noise)
+
+    # -- per batch size -------------------------------------------------------------------
+
+    def _state(
+        self,
+        batch: int,
+        observations: list[Observation],
+        base_lr: float | None,
+        pinned: dict[int, float],
+    ) -> BatchState:
+        first_seed = [o for o in observations if o.seed == 0]
+        if base_lr is None and batch != self.base_batch:
+            return BatchState(batch, "waiting", trials=len(observations))
+        candidates = self._candidates(batch, base_lr, pinned)
+        proposal, searching = self._search(batch, first_seed, candidates)
+        best_lr, best_value, bracketed = self._search_best(first_seed)
+        if searching:
+            return BatchState(batch, "search", best_lr, best_value, bracketed, len(observations), proposal)
+        proposal, pooled = self._replicate(batch, observations)
+        if pooled is not None:
+            best_lr, best_value = pooled
+        phase = "replicate" if proposal is not None or pooled is None else "done"
+        return BatchState(batch, phase, best_lr, best_value, bracketed, len(observations), proposal)
+
+    def _candidates(
+        self, batch: int, base_lr: float | None, pinned: dict[int, float]
+    ) -> list[tuple[float, str, float]]:
+        """Seed points as (lr, reason, how close an existing point must be to count as it)."""
+        if base_lr is None:  # broad search for η0 at B0
+            lo = math.ceil(math.log10(self.lr_min) * self.base_grid_per_decade - 1e-9)
+            hi = math.floor(math.log10(self.lr_max) * self.base_grid_per_decade + 1e-9)
+            return [(10 ** (k / self.base_grid_per_decade), "base_grid", _SAME) for k in range(lo, hi + 1)]
+        merged: list[tuple[float, list[str]]] = []
+        for name, lr in self.predictions(batch, base_lr).items():
+            lr = min(max(lr, self.lr_min), self.lr_max)
+            match = next((m for m in merged if _same(m[0], lr)), None)
+            if match:
+                match[1].append(name)
+            else:
+                merged.append((lr, [name]))
+        candidates = [(lr, "rule:" + "+".join(names), _SAME) for lr, names in merged]
+        others = {b: lr for b, lr in pinned.items() if b != batch}
+        if self.laws and len(others) >= 2:
+            for law in self.laws:
+                lr = _fitted(law, tuple(sorted(others.items())), batch)
+                lr = min(max(lr, self.lr_min), self.lr_max)
+                # a law is a guide, not a rule under test: skip it near a tried point
+                candidates.append((lr, f"law:{law}", math.sqrt(self.tolerance)))
+        return candidates
+
+    def _scores(self, observations: list[Observation]) -> dict[float, float]:
+        """Mean score per learning rate (lower is better; diverged is +inf)."""
+        grouped: dict[float, list[float]] = {}
+        for obs in observations:
+            if obs.value is None:
+                continue
+            key = next((lr for lr in grouped if _same(lr, obs.lr)), obs.lr)
+            score = math.inf if obs.diverged or math.isnan(obs.value) else obs.value
+            grouped.setdefault(key, []).append(score if self.minimize else -score)
+        return {lr: sum(v) / len(v) for lr, v in sorted(grouped.items())}
+
+    def _search_best(self, first_seed: list[Observation]) -> tuple[float | None, float | None, bool]:
+        scores = self._scores(first_seed)
+        if not scores:
+            return None, None, True
+        best = min(scores, key=lambda lr: (scores[lr], lr))
+        lrs = list(scores)
+        bracketed = not (
+            (best == lrs[0] and best <= self.lr_min * _SAME)
+            or (best == lrs[-1] and best >= self.lr_max / _SAME)
+        )
+        value = scores[best] if self.minimize else -scores[best]
+        return best, value, bracketed
+
+    def _search(
+        self, batch: int, first_seed: list[Observation], candidates: list[tuple[float, str, float]]
+    ) -> tuple[Proposal | None, bool]:
+        """The next search point at ``batch``, and whether the search still goes on."""
+        tried = [o.lr for o in first_seed]
+        for lr, reason, near in candidates:
+            if not any(max(lr, t) / min(lr, t) < near for t in tried):
+                return Proposal(batch, lr, 0, reason), True
+        if any(o.value is None for o in first_seed):
+            return None, True  # the next step depends on a running trial
+        scores = self._scores(first_seed)
+        lrs = list(scores)
+        i = min(range(len(lrs)), key=lambda k: (scores[lrs[k]], lrs[k]))
+        if i == 0 and lrs[0] > self.lr_min * _SAME:
+            return Proposal(batch, max(lrs[0] / self.bracket_factor, self.lr_min), 0, "bracket"), True
+        if i == len(lrs) - 1 and lrs[-1] < self.lr_max / _SAME:
+            return Proposal(batch, min(lrs[-1] * self.bracket_factor, self.lr_max), 0, "bracket"), True
+        gap_low = lrs[i] / lrs[i - 1] if i > 0 else 0.0
+        gap_high = lrs[i + 1] / lrs[i] if i < len(lrs) - 1 else 0.0
+        if max(gap_low, gap_high) > self.tolerance:
+            neighbour = lrs[i - 1] if gap_low >= gap_high else lrs[i + 1]
+            return Proposal(batch, math.sqrt(lrs[i] * neighbour), 0, "refine"), True
+        return None, False
+
+    def _replicate(
+        self, batch: int, observations: list[Observation]
+    ) -> tuple[Proposal | None, tuple[float, float] | None]:
+        """The next replicate at ``batch``, and the seed-pooled best (lr, value) once known."""
+        first_seed = [o for o in observations if o.seed == 0]
+        scores = self._scores(first_seed)
+        lrs = list(scores)
+        best = min(range(len(lrs)), key=lambda k: (scores[lrs[k]], lrs[k]))
+        targets = {k for k in (best - 1, best, best + 1) if 0 <= k < len(lrs)}
+        while True:
+            for k in sorted(targets, key=lambda k: abs(k - best)):
+                for seed in range(1, self.seeds):
+                    if not any(o.seed == seed and _same(o.lr, lrs[k]) for o in observations):
+                        return Proposal(batch, lrs[k], seed, "replicate"), None
+            chosen = [o for o in observations if any(_same(o.lr, lrs[k]) for k in targets)]
+            if any(o.value is None for o in chosen):
+                return None, None
+            pooled = self._scores(chosen)
+            top = min(pooled, key=lambda lr: (pooled[lr], lr))
+            k_top = next(k for k in targets if _same(lrs[k], top))
+            missing = {k for k in (k_top - 1, k_top + 1) if 0 <= k < len(lrs)} - targets
+            if not missing:
+                return None, (top, pooled[top] if self.minimize else -pooled[top])
+            targets |= missing
+
+
+@lru_cache(maxsize=256)
+def _fitted(law: str, optima: tuple[tuple[int, float], ...], batch: int) -> float:
+    batches, lrs = zip(*optima, strict=True)
+    return fit_law(law, batches, lrs).predict(batch)

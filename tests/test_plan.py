@@ -1,0 +1,136 @@
+"""The plan on synthetic objectives whose optimum per batch size is known."""
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
+
+BATCHES = (16, 32, 64, 128, 256, 512)
+
+
+def run_plan(
+    plan: SweepPlan,
+    optimum: Callable[[int], float],
+    noise: float = 0.0,
+    edge: Callable[[int], float] | None = None,
+) -> tuple[list[Observation], list[Proposal], Finished]:
+    """Evaluate a parabola in log lr with its minimum at optimum(B) until the plan finishes."""
+    rng = np.random.default_rng(0)
+    observations: list[Observation] = []
+    proposals: list[Proposal] = []
+    while True:
+        decision = plan.next(observations)
+        if isinstance(decision, Finished):
+            return observations, proposals, decision
+        assert isinstance(decision, Proposal), decision
+        assert plan.lr_min <= decision.lr <= plan.lr_max
+        proposals.append(decision)
+        b, lr = decision.batch_size, decision.lr
+        diverged = edge is not None and lr > edge(b)
+        value = math.log(lr / optimum(b)) ** 2 + 1.0 + noise * rng.normal()
+        sign = 1 if plan.minimize else -1
+        observations.append(Observation(b, lr, decision.seed, sign * value, diverged))
+
+
+def saturating_optimum(batch: int) -> float:
+    return 0.5 / (1 + 100 / batch)
+
+
+def plan(**overrides) -> SweepPlan:
+    settings = dict(batch_sizes=BATCHES, base_batch=32, lr_min=1e-4, lr_max=100.0, seeds=1)
+    settings.update(overrides)
+    return SweepPlan(**settings)
+
+
+@pytest.mark.parametrize("base_lr", [None, saturating_optimum(32), 10 * saturating_optimum(32)])
+def test_pins_every_optimum_within_tolerance(base_lr: float | None) -> None:
+    # base_lr = 10× the truth: every rule is wrong by 10×, the bracket must walk out.
+    sweep = plan(base_lr=base_lr, tolerance=1.3)
+    observations, _, finished = run_plan(sweep, saturating_optimum)
+    assert finished.why == "complete"
+    for batch, state in sweep.states(observations).items():
+        assert state.phase == "done" and state.bracketed
+        assert 1 / 1.3 <= state.best_lr / saturating_optimum(batch) <= 1.3, batch
+
+
+def test_every_rule_prediction_is_evaluated_once() -> None:
+    sweep = plan(base_lr=0.1)
+    observations, proposals, _ = run_plan(sweep, saturating_optimum)
+    for batch in BATCHES:
+        for name, lr in sweep.predictions(batch, 0.1).items():
+            tried = [p for p in proposals if p.batch_size == batch and abs(p.lr / lr - 1) < 0.01]
+            assert tried and name in tried[0].reason, (batch, name)
+    keys = [(p.batch_size, round(math.log(p.lr), 6), p.seed) for p in proposals]
+    assert len(keys) == len(set(keys)), "a point was proposed twice"
+    assert sum(p.reason == "rule:constant+linear+square_root" for p in proposals) == 1  # at B0
+
+
+def test_fitted_laws_are_proposed_once_two_optima_are_pinned() -> None:
+    sweep = plan(base_lr=0.1)
+    _, proposals, _ = run_plan(sweep, saturating_optimum)
+    # Working order is 32 (B0), 16, 64, 128, ...: the first two have no fitted law to use.
+    assert sweep.order()[:3] == [32, 16, 64]
+    law_batches = {p.batch_size for p in proposals if p.reason.startswith("law:")}
+    assert law_batches == {64, 128, 256, 512}
+
+
+def test_replicates_best_points_with_every_seed_and_finds_pooled_optimum() -> None:
+    sweep = plan(base_lr=0.1, seeds=3)
+    observations, proposals, finished = run_plan(sweep, saturating_optimum, noise=0.02)
+    assert finished.why == "complete"
+    for batch, state in sweep.states(observations).items():
+        at_best = {o.seed for o in observations if o.batch_size == batch and o.lr == state.best_lr}
+        assert at_best == {0, 1, 2}
+        assert 1 / 1.5 <= state.best_lr / saturating_optimum(batch) <= 1.5
+    # all batch sizes are searched before any replicate
+    first_replicate = next(i for i, p in enumerate(proposals) if p.reason == "replicate")
+    assert all(p.reason != "replicate" for p in proposals[:first_replicate])
+    assert all(p.seed == 0 for p in proposals[:first_replicate])
+
+
+def test_diverged_runs_count_as_worst_and_bound_the_bracket() -> None:
+    # Stability edge just above the optimum: everything above 1.2× optimum diverges.
+    sweep = plan(base_lr=1.0)
+    observations, _, finished = run_plan(
+        sweep, saturating_optimum, edge=lambda b: 1.2 * saturating_optimum(b)
+    )
+    assert finished.why == "complete"
+    assert any(o.diverged for o in observations)
+    for batch, state in sweep.states(observations).items():
+        assert not math.isinf(state.best_value)
+        assert 1 / 1.5 <= state.best_lr / saturating_optimum(batch) <= 1.5
+
+
+def test_optimum_beyond_the_lr_bound_is_reported_unbracketed() -> None:
+    sweep = plan(base_lr=1e-3, lr_min=1e-3, batch_sizes=(32,))
+    observations, _, finished = run_plan(sweep, lambda b: 1e-5)
+    state = sweep.states(observations)[32]
+    assert finished.why == "complete" and state.phase == "done"
+    assert state.best_lr == pytest.approx(1e-3) and not state.bracketed
+
+
+def test_maximize_direction() -> None:
+    sweep = plan(base_lr=0.05, minimize=False, batch_sizes=(32, 128))
+    observations, _, _ = run_plan(sweep, saturating_optimum)
+    for batch, state in sweep.states(observations).items():
+        assert 1 / 1.5 <= state.best_lr / saturating_optimum(batch) <= 1.5
+
+
+def test_budget_ends_the_sweep() -> None:
+    sweep = plan(max_trials=7)
+    observations, _, finished = run_plan(sweep, saturating_optimum)
+    assert finished.why == "budget" and len(observations) == 7
+
+
+def test_running_trials_are_not_proposed_again_and_block_dependent_steps() -> None:
+    sweep = plan(base_lr=0.1, batch_sizes=(32,))
+    first = sweep.next([])
+    assert isinstance(first, Proposal) and first.reason.startswith("rule:")
+    running = [Observation(32, first.lr, 0, None)]
+    assert sweep.next(running) == WAIT  # bracketing needs the running result
+    other = plan(base_lr=0.1, batch_sizes=(32, 64))
+    second = other.next([Observation(32, 0.1, 0, None)])
+    assert isinstance(second, Proposal) and second.batch_size == 64
