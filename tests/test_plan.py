@@ -58,7 +58,7 @@ def test_pins_every_optimum_within_tolerance(base_lr: float | None) -> None:
 
 def test_every_rule_prediction_is_evaluated_once() -> None:
     sweep = plan(base_lr=0.1)
-    observations, proposals, _ = run_plan(sweep, saturating_optimum)
+    _, proposals, _ = run_plan(sweep, saturating_optimum)
     for batch in BATCHES:
         for name, lr in sweep.predictions(batch, 0.1).items():
             tried = [p for p in proposals if p.batch_size == batch and abs(p.lr / lr - 1) < 0.01]

@@ -129,7 +129,9 @@ def conf_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parents[2] / "conf"
 
 
-def load_config(sweep_file: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
+def load_config(
+    sweep_file: str | Path | None = None, overrides: list[str] | None = None
+) -> DictConfig:
     """Compose ``conf/config.yaml``, an optional sweep file, and Hydra-syntax overrides.
 
     Args:
@@ -218,7 +220,9 @@ def validate(cfg: DictConfig) -> None:
         ConfigError: naming the setting, the value and what is accepted.
     """
     sweep = cfg.sweep
-    _require(len(sweep.batch_sizes) > 0, "sweep.batch_sizes", list(sweep.batch_sizes), "give one or more")
+    _require(
+        len(sweep.batch_sizes) > 0, "sweep.batch_sizes", list(sweep.batch_sizes), "give one or more"
+    )
     for batch in sweep.batch_sizes:
         _require(batch > 0, "sweep.batch_sizes", list(sweep.batch_sizes), "batch sizes must be > 0")
     if sweep.base_batch is not None:
@@ -245,32 +249,66 @@ def validate(cfg: DictConfig) -> None:
             sweep.base_lr,
             f"it must lie within [sweep.lr_min, sweep.lr_max] = [{sweep.lr_min}, {sweep.lr_max}]",
         )
-    _require(sweep.bracket_factor > 1, "sweep.bracket_factor", sweep.bracket_factor, "it must be > 1")
+    _require(
+        sweep.bracket_factor > 1, "sweep.bracket_factor", sweep.bracket_factor, "it must be > 1"
+    )
     _require(sweep.tolerance > 1, "sweep.tolerance", sweep.tolerance, "it must be > 1 (a factor)")
     _require(sweep.seeds >= 1, "sweep.seeds", sweep.seeds, "it must be ≥ 1")
     _require(sweep.max_trials >= 1, "sweep.max_trials", sweep.max_trials, "it must be ≥ 1")
-    _require(sweep.base_grid_per_decade >= 1, "sweep.base_grid_per_decade", sweep.base_grid_per_decade, "it must be ≥ 1")
+    _require(
+        sweep.base_grid_per_decade >= 1,
+        "sweep.base_grid_per_decade",
+        sweep.base_grid_per_decade,
+        "it must be ≥ 1",
+    )
     for rule in sweep.rules:
         _require(rule in RULE_NAMES, "sweep.rules", rule, f"accepted: {', '.join(RULE_NAMES)}")
     for law in sweep.laws:
         _require(law in LAW_RULES, "sweep.laws", law, f"accepted: {', '.join(LAW_RULES)}")
 
     _choice(cfg, "schedule.name", SCHEDULES)
-    _require(0 <= cfg.schedule.warmup_fraction < 1, "schedule.warmup_fraction", cfg.schedule.warmup_fraction, "it must lie in [0, 1)")
-    _require(cfg.schedule.warmup_samples >= 0, "schedule.warmup_samples", cfg.schedule.warmup_samples, "it must be ≥ 0")
+    _require(
+        0 <= cfg.schedule.warmup_fraction < 1,
+        "schedule.warmup_fraction",
+        cfg.schedule.warmup_fraction,
+        "it must lie in [0, 1)",
+    )
+    _require(
+        cfg.schedule.warmup_samples >= 0,
+        "schedule.warmup_samples",
+        cfg.schedule.warmup_samples,
+        "it must be ≥ 0",
+    )
     _require(
         not (cfg.schedule.warmup_samples and cfg.schedule.warmup_fraction),
         "schedule.warmup_samples",
         cfg.schedule.warmup_samples,
         "set warmup_samples or warmup_fraction, not both",
     )
-    _require(0 <= cfg.schedule.final_lr_fraction <= 1, "schedule.final_lr_fraction", cfg.schedule.final_lr_fraction, "it must lie in [0, 1]")
+    _require(
+        0 <= cfg.schedule.final_lr_fraction <= 1,
+        "schedule.final_lr_fraction",
+        cfg.schedule.final_lr_fraction,
+        "it must lie in [0, 1]",
+    )
 
     _choice(cfg, "budget.kind", BUDGETS)
-    for setting in ("budget.epochs", "budget.steps", "budget.max_epochs", "budget.eval_every_epochs", "budget.divergence_factor", "budget.check_every"):
+    for setting in (
+        "budget.epochs",
+        "budget.steps",
+        "budget.max_epochs",
+        "budget.eval_every_epochs",
+        "budget.divergence_factor",
+        "budget.check_every",
+    ):
         _positive(cfg, setting)
     if cfg.budget.kind == "target":
-        _require(cfg.budget.target is not None, "budget.target", None, "the target budget needs a metric value to reach")
+        _require(
+            cfg.budget.target is not None,
+            "budget.target",
+            None,
+            "the target budget needs a metric value to reach",
+        )
 
     _choice(cfg, "hardware.accelerator", ACCELERATORS)
     _choice(cfg, "hardware.precision", PRECISIONS)
@@ -284,7 +322,11 @@ def validate(cfg: DictConfig) -> None:
         check_target(cfg[section], section)
 
 
-def check_target(node: DictConfig, section: str, passed: tuple[str, ...] = ("in_shape", "num_outputs", "params", "lr")) -> None:
+def check_target(
+    node: DictConfig,
+    section: str,
+    passed: tuple[str, ...] = ("in_shape", "num_outputs", "params", "lr"),
+) -> None:
     """Check that a ``_target_`` exists and accepts the settings given for it.
 
     Args:
@@ -296,10 +338,15 @@ def check_target(node: DictConfig, section: str, passed: tuple[str, ...] = ("in_
         ConfigError: the target cannot be imported, or a setting is not one of its arguments.
     """
     target = node.get("_target_")
-    _require(isinstance(target, str) and bool(target), f"{section}._target_", target, "give an import path")
+    _require(
+        isinstance(target, str) and bool(target),
+        f"{section}._target_",
+        target,
+        "give an import path",
+    )
     try:
         factory = _import(target)
-    except Exception as error:  # noqa: BLE001 - the import error is reported as a config error
+    except Exception as error:
         raise ConfigError(f"{section}._target_={target!r} cannot be imported: {error}") from None
     try:
         parameters = inspect.signature(factory).parameters
@@ -313,7 +360,7 @@ def check_target(node: DictConfig, section: str, passed: tuple[str, ...] = ("in_
             continue
         _require(
             key in parameters,
-            f"{section}.{key}",
+            f"{section}.{key!s}",
             node[key],
             f"{target} accepts: {', '.join(accepted) or 'no settings'}",
         )

@@ -74,7 +74,9 @@ def fit_law(law: str, batches: Sequence[float], optimal_lrs: Sequence[float]) ->
         if law == "saturating":  # log η_max − log(1 + B_noise/B)
             return log_lr_max - np.logaddexp(0.0, log_b_noise - log_b)
         half_gap = 0.5 * (log_b - log_b_noise)  # surge: log η_max − log cosh(½ log(B/B_peak))
-        return log_lr_max - (np.abs(half_gap) + np.log1p(np.exp(-2 * np.abs(half_gap))) - math.log(2))
+        return log_lr_max - (
+            np.abs(half_gap) + np.log1p(np.exp(-2 * np.abs(half_gap))) - math.log(2)
+        )
 
     lower = np.array([log_lr.min() - 20.0, log_b.min() - math.log(1000.0)])
     upper = np.array([log_lr.max() + 20.0, log_b.max() + math.log(1000.0)])

@@ -121,7 +121,7 @@ class SweepPlan:
 
     @classmethod
     def from_config(cls, sweep: Any, direction: str = "minimize") -> SweepPlan:
-        """Build from the ``sweep`` config section (validated by :func:`lrbatch.config.validate`)."""
+        """Build from the (validated) ``sweep`` config section."""
         batch_sizes = tuple(sorted({int(b) for b in sweep.batch_sizes}))
         return cls(
             batch_sizes=batch_sizes,
@@ -163,14 +163,22 @@ class SweepPlan:
             if obs.batch_size in by_batch:
                 by_batch[obs.batch_size].append(obs)
         states: dict[int, BatchState] = {}
-        base_lr = self.base_lr
+        base_lr = self.anchor_lr(observations)
         for batch in self.order():
             pinned = {b: s.best_lr for b, s in states.items() if s.phase != "search" and s.best_lr}
-            state = self._state(batch, by_batch[batch], base_lr, pinned)
-            states[batch] = state
-            if batch == self.base_batch and base_lr is None and state.phase != "search":
-                base_lr = self._search_best(by_batch[batch])[0]
+            states[batch] = self._state(batch, by_batch[batch], base_lr, pinned)
         return states
+
+    def anchor_lr(self, observations: Sequence[Observation]) -> float | None:
+        """η0: the configured base learning rate, or the optimum pinned at B0 by the broad
+        search (first seed), or None while that search runs."""
+        if self.base_lr is not None:
+            return self.base_lr
+        at_base = [o for o in observations if o.batch_size == self.base_batch and o.seed == 0]
+        _, searching = self._search(
+            self.base_batch, at_base, self._candidates(self.base_batch, None, {})
+        )
+        return None if searching else self._search_best(at_base)[0]
 
     def order(self) -> list[int]:
         """Batch sizes in working order: B0 first, then outward in log distance."""
@@ -196,7 +204,9 @@ class SweepPlan:
         proposal, searching = self._search(batch, first_seed, candidates)
         best_lr, best_value, bracketed = self._search_best(first_seed)
         if searching:
-            return BatchState(batch, "search", best_lr, best_value, bracketed, len(observations), proposal)
+            return BatchState(
+                batch, "search", best_lr, best_value, bracketed, len(observations), proposal
+            )
         proposal, pooled = self._replicate(batch, observations)
         if pooled is not None:
             best_lr, best_value = pooled
@@ -210,7 +220,10 @@ class SweepPlan:
         if base_lr is None:  # broad search for η0 at B0
             lo = math.ceil(math.log10(self.lr_min) * self.base_grid_per_decade - 1e-9)
             hi = math.floor(math.log10(self.lr_max) * self.base_grid_per_decade + 1e-9)
-            return [(10 ** (k / self.base_grid_per_decade), "base_grid", _SAME) for k in range(lo, hi + 1)]
+            return [
+                (10 ** (k / self.base_grid_per_decade), "base_grid", _SAME)
+                for k in range(lo, hi + 1)
+            ]
         merged: list[tuple[float, list[str]]] = []
         for name, lr in self.predictions(batch, base_lr).items():
             lr = min(max(lr, self.lr_min), self.lr_max)
@@ -240,7 +253,9 @@ class SweepPlan:
             grouped.setdefault(key, []).append(score if self.minimize else -score)
         return {lr: sum(v) / len(v) for lr, v in sorted(grouped.items())}
 
-    def _search_best(self, first_seed: list[Observation]) -> tuple[float | None, float | None, bool]:
+    def _search_best(
+        self, first_seed: list[Observation]
+    ) -> tuple[float | None, float | None, bool]:
         scores = self._scores(first_seed)
         if not scores:
             return None, None, True
@@ -267,9 +282,13 @@ class SweepPlan:
         lrs = list(scores)
         i = min(range(len(lrs)), key=lambda k: (scores[lrs[k]], lrs[k]))
         if i == 0 and lrs[0] > self.lr_min * _SAME:
-            return Proposal(batch, max(lrs[0] / self.bracket_factor, self.lr_min), 0, "bracket"), True
+            return Proposal(
+                batch, max(lrs[0] / self.bracket_factor, self.lr_min), 0, "bracket"
+            ), True
         if i == len(lrs) - 1 and lrs[-1] < self.lr_max / _SAME:
-            return Proposal(batch, min(lrs[-1] * self.bracket_factor, self.lr_max), 0, "bracket"), True
+            return Proposal(
+                batch, min(lrs[-1] * self.bracket_factor, self.lr_max), 0, "bracket"
+            ), True
         gap_low = lrs[i] / lrs[i - 1] if i > 0 else 0.0
         gap_high = lrs[i + 1] / lrs[i] if i < len(lrs) - 1 else 0.0
         if max(gap_low, gap_high) > self.tolerance:

@@ -1,0 +1,250 @@
+"""In-memory datasets: every builder returns a ``TensorData`` of tensors.
+
+The datasets in a learning-rate × batch-size sweep are small enough to hold in memory, so a
+trainer moves them to its device once and slices batches there, with no loader in the loop.
+Each builder below is the ``_target_`` of a file in ``conf/dataset/``; ``load_tensors`` turns
+what a user's own ``_target_`` returns into a ``TensorData``.
+
+The image datasets (``mnist``, ``fashion_mnist``, ``cifar10``) are read from the on-disk layout
+torchvision writes, by ``lrbatch._vision``; torchvision is needed only to download them.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from lrbatch import _vision
+from lrbatch._tensors import TensorData, load_tensors
+
+__all__ = [
+    "TensorData",
+    "cifar10",
+    "digits",
+    "fashion_mnist",
+    "load_tensors",
+    "mnist",
+    "mnist1d",
+    "teacher",
+]
+
+
+def _check_fraction(setting: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"dataset {setting}={value!r} is not accepted: it must be in (0, 1)")
+
+
+def _check_positive(setting: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"dataset {setting}={value!r} is not accepted: it must be an integer >= 1")
+
+
+def _classification(
+    x_train: Any, y_train: Any, x_val: Any, y_val: Any, name: str, num_classes: int
+) -> TensorData:
+    """Build a classification TensorData from arrays, copying them (float32 x, int64 y)."""
+    return TensorData(
+        x_train=torch.tensor(x_train, dtype=torch.float32),
+        y_train=torch.tensor(y_train, dtype=torch.int64),
+        x_val=torch.tensor(x_val, dtype=torch.float32),
+        y_val=torch.tensor(y_val, dtype=torch.int64),
+        task="classification",
+        name=name,
+        num_classes=num_classes,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _mnist1d_arrays(num_samples: int, train_split: float, seed: int) -> tuple[np.ndarray, ...]:
+    """Generate MNIST-1D once per process and argument set; the arrays are read-only."""
+    import mnist1d.data  # only this builder needs it
+
+    args = mnist1d.data.get_dataset_args()
+    args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
+    # make_dataset reseeds the global `random` and numpy generators: restore them afterwards
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        generated = mnist1d.data.make_dataset(args)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    arrays = tuple(generated[key] for key in ("x", "y", "x_test", "y_test"))
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> TensorData:
+    """MNIST-1D (Greydanus 2020, arXiv:2011.14439): 10 classes of 40-sample 1-D signals.
+
+    Generated, not downloaded (about 1 s for 5000 samples); repeated calls with the same
+    arguments in one process reuse the generated arrays.
+
+    Args:
+        num_samples: Examples in total, train and validation together; rounded down to a
+            multiple of the 10 classes.
+        train_split: Fraction of the examples used for training, in (0, 1).
+        seed: Seed of the generator.
+
+    Returns:
+        Classification data with inputs ``[N, 40]`` (zero mean, unit std) and 10 classes.
+
+    Raises:
+        ValueError: If ``num_samples`` is below 10 or ``train_split`` is outside (0, 1).
+    """
+    if num_samples < 10:
+        raise ValueError(f"dataset num_samples={num_samples!r} is not accepted: it must be >= 10")
+    _check_fraction("train_split", train_split)
+    x_train, y_train, x_val, y_val = _mnist1d_arrays(num_samples, train_split, seed)
+    return _classification(x_train, y_train, x_val, y_val, "mnist1d", 10)
+
+
+def digits(val_fraction: float = 0.2, seed: int = 0) -> TensorData:
+    """scikit-learn's 8x8 handwritten digits (1797 examples, bundled with scikit-learn).
+
+    Args:
+        val_fraction: Fraction of the examples held out for validation, in (0, 1); the split is
+            stratified by class.
+        seed: Seed of the split.
+
+    Returns:
+        Classification data with inputs ``[N, 64]`` scaled to [0, 1] and 10 classes.
+
+    Raises:
+        ValueError: If ``val_fraction`` is outside (0, 1).
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    _check_fraction("val_fraction", val_fraction)
+    bunch = load_digits()
+    x = bunch.data / 16.0  # pixel intensities are 0..16
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, bunch.target, test_size=val_fraction, stratify=bunch.target, random_state=seed
+    )
+    return _classification(x_train, y_train, x_val, y_val, "digits", 10)
+
+
+def teacher(
+    num_samples: int = 4096,
+    input_dim: int = 32,
+    num_classes: int = 10,
+    hidden: int = 64,
+    noise: float = 0.1,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> TensorData:
+    """Synthetic teacher-student classification.
+
+    Inputs are standard Gaussian; a fixed random 2-layer teacher ``argmax(W2 tanh(W1 x))``
+    (weights drawn with ``seed``) gives each its label, and then each label, with probability
+    ``noise``, is replaced by a class drawn uniformly from all ``num_classes`` (which may be
+    the same class). The label noise sets the floor under the validation loss.
+
+    Args:
+        num_samples: Examples in total, train and validation together.
+        input_dim: Features per example.
+        num_classes: Number of classes (>= 2).
+        hidden: Hidden width of the teacher.
+        noise: Probability, per example, that its label is resampled uniformly, in [0, 1].
+        val_fraction: Fraction of the examples held out for validation, in (0, 1).
+        seed: Seed of the inputs, the teacher and the noise.
+
+    Returns:
+        Classification data with inputs ``[N, input_dim]`` and ``num_classes`` classes.
+
+    Raises:
+        ValueError: If a size is below 1 (``num_classes`` below 2), ``noise`` is outside
+            [0, 1] or ``val_fraction`` outside (0, 1).
+    """
+    for setting, size in (
+        ("num_samples", num_samples),
+        ("input_dim", input_dim),
+        ("hidden", hidden),
+    ):
+        _check_positive(setting, size)
+    if num_classes < 2:
+        raise ValueError(f"dataset num_classes={num_classes!r} is not accepted: it must be >= 2")
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(
+            f"dataset noise={noise!r} is not accepted: it is the probability that a label is "
+            "resampled uniformly, in [0, 1]"
+        )
+    _check_fraction("val_fraction", val_fraction)
+    gen = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(input_dim, hidden, generator=gen) / input_dim**0.5
+    w2 = torch.randn(hidden, num_classes, generator=gen) / hidden**0.5
+    x = torch.randn(num_samples, input_dim, generator=gen)
+    y = torch.argmax(torch.tanh(x @ w1) @ w2, dim=1)
+    resampled = torch.rand(num_samples, generator=gen) < noise
+    y = torch.where(resampled, torch.randint(num_classes, (num_samples,), generator=gen), y)
+    num_val = max(1, round(num_samples * val_fraction))
+    return TensorData(
+        x[num_val:], y[num_val:], x[:num_val], y[:num_val], "classification", "teacher", num_classes
+    )
+
+
+def mnist(
+    data_dir: str = "./data",
+    download: bool = True,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+) -> TensorData:
+    """MNIST handwritten digits, read from ``{data_dir}/MNIST/raw/`` (torchvision's layout).
+
+    Images are scaled to [0, 1] and then normalised by the mean and std of the training split;
+    validation is the official 10,000-image test split.
+
+    Args:
+        data_dir: Folder holding ``MNIST/raw/`` (the idx files, plain or ``.gz``).
+        download: Download through torchvision when the files are missing.
+        train_limit: Keep only the first this many training images (None: all 60,000).
+        val_limit: Keep only the first this many validation images (None: all 10,000).
+
+    Returns:
+        Classification data with inputs ``[N, 1, 28, 28]`` and 10 classes.
+
+    Raises:
+        FileNotFoundError: If files are missing and ``download`` is False.
+        ImportError: If files are missing, ``download`` is True and torchvision is missing.
+        ValueError: If a file is malformed or a limit is below 1.
+    """
+    return _vision.load("mnist", data_dir, download, train_limit, val_limit)
+
+
+def fashion_mnist(
+    data_dir: str = "./data",
+    download: bool = True,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+) -> TensorData:
+    """Fashion-MNIST clothing images, read from ``{data_dir}/FashionMNIST/raw/``.
+
+    Same format, sizes, normalisation, arguments and errors as :func:`mnist`.
+
+    Returns:
+        Classification data with inputs ``[N, 1, 28, 28]`` and 10 classes.
+    """
+    return _vision.load("fashion_mnist", data_dir, download, train_limit, val_limit)
+
+
+def cifar10(
+    data_dir: str = "./data",
+    download: bool = True,
+    train_limit: int | None = None,
+    val_limit: int | None = None,
+) -> TensorData:
+    """CIFAR-10, read from the python pickles in ``{data_dir}/cifar-10-batches-py/``.
+
+    Images are scaled to [0, 1] and normalised per channel by the training split's statistics;
+    validation is the official 10,000-image test batch. Arguments and errors are as for
+    :func:`mnist` (50,000 training images in ``data_batch_1`` to ``data_batch_5``).
+
+    Returns:
+        Classification data with inputs ``[N, 3, 32, 32]`` and 10 classes.
+    """
+    return _vision.load("cifar10", data_dir, download, train_limit, val_limit)

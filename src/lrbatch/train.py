@@ -1,0 +1,286 @@
+"""One trial: train a model at one (effective batch, learning rate, seed) and measure it.
+
+Lightning Fabric runs the loop (device placement, precision, backward) and the loop itself is
+written out, top to bottom: the whole dataset sits on the device and each step indexes it, so
+a tiny model is not drowned in DataLoader and per-step logging overhead.
+
+For a given (batch, seed), every learning rate starts from the same initial weights and sees
+the examples in the same order (SCIENCE.md, *Measurement practice*).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from lrbatch.data import TensorData
+
+__all__ = [
+    "TrialResult",
+    "load_data",
+    "lr_factor",
+    "make_fabric",
+    "split_batch",
+    "train",
+    "training_length",
+]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial measured.
+
+    Attributes:
+        value: the objective recorded in the study: ``study.metric`` at the end of training, or,
+            with the target budget, optimizer steps to reach ``budget.target`` (inf if never).
+        metrics: every metric measured at the end (``val_loss``, ``val_acc``, ``train_loss``...).
+        diverged: the loss became NaN/inf or exceeded ``divergence_factor`` × its start.
+        steps: optimizer steps taken.
+        samples: training examples processed (steps × effective batch).
+        reached_target: target budget only: whether ``budget.target`` was reached.
+    """
+
+    value: float
+    metrics: dict[str, float]
+    diverged: bool
+    steps: int
+    samples: int
+    micro_batch: int
+    accumulation_steps: int
+    wall_time_s: float
+    device: str
+    reached_target: bool | None = None
+
+
+def split_batch(effective_batch: int, max_micro_batch: int | None) -> tuple[int, int]:
+    """(micro-batch, accumulation steps) with micro × accumulation == effective batch.
+
+    Uses the fewest accumulation steps that divide the batch evenly and keep the micro-batch
+    at or below ``max_micro_batch``.
+    """
+    if max_micro_batch is None or effective_batch <= max_micro_batch:
+        return effective_batch, 1
+    for steps in range(math.ceil(effective_batch / max_micro_batch), effective_batch + 1):
+        if effective_batch % steps == 0:
+            return effective_batch // steps, steps
+    raise AssertionError("unreachable: steps == effective_batch always divides")
+
+
+def training_length(budget: DictConfig, num_train: int, batch: int) -> int:
+    """Optimizer steps a run of effective batch ``batch`` may take under the budget."""
+    if budget.kind == "steps":
+        return int(budget.steps)
+    epochs = budget.max_epochs if budget.kind == "target" else budget.epochs
+    return max(1, int(epochs * num_train) // batch)
+
+
+def lr_factor(schedule: DictConfig, samples_seen: int, total_samples: int) -> float:
+    """Multiplier of the peak learning rate after ``samples_seen`` of ``total_samples`` examples.
+
+    Warmup and decay are measured in samples, so they mean the same at every batch size.
+    """
+    warmup = schedule.warmup_samples or schedule.warmup_fraction * total_samples
+    if samples_seen < warmup:
+        return (samples_seen + 1) / warmup if warmup >= 1 else 1.0
+    if schedule.name == "constant":
+        return 1.0
+    progress = min(1.0, (samples_seen - warmup) / max(1.0, total_samples - warmup))
+    floor = schedule.final_lr_fraction
+    if schedule.name == "warmup_cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return floor + (1 - floor) * (1 - progress)  # warmup_linear
+
+
+def make_fabric(hardware: DictConfig) -> L.Fabric:
+    """A single-device Fabric for this worker, with CPU threads set."""
+    if hardware.threads:
+        torch.set_num_threads(int(hardware.threads))
+    precision: Any = (
+        "32-true" if hardware.precision in ("32", "32-true") else str(hardware.precision)
+    )
+    accelerator = "cuda" if hardware.accelerator == "gpu" else hardware.accelerator
+    return L.Fabric(accelerator=accelerator, devices=1, precision=precision)
+
+
+def load_data(cfg: DictConfig) -> TensorData:
+    """Build the dataset from ``cfg.dataset`` (any accepted ``_target_`` return, see README)."""
+    from lrbatch.data import load_tensors
+
+    return load_tensors(instantiate(cfg.dataset))
+
+
+def _build_model(cfg: DictConfig, data: TensorData) -> nn.Module:
+    import inspect
+
+    target = instantiate(cfg.model, _partial_=True)
+    accepted = inspect.signature(target.func).parameters
+    supplied = {"in_shape": data.input_shape, "num_outputs": data.num_outputs}
+    model: nn.Module = target(**{k: v for k, v in supplied.items() if k in accepted})
+    return model
+
+
+def _uses_training_step(model: nn.Module) -> bool:
+    return isinstance(model, L.LightningModule) and (
+        type(model).training_step is not L.LightningModule.training_step
+    )
+
+
+def _step_loss(
+    model: Any, x: torch.Tensor, y: torch.Tensor, task: str, step: int, custom: bool
+) -> torch.Tensor:
+    if custom:  # a user's LightningModule computes its own loss
+        out = model.training_step((x, y), step)
+        return out["loss"] if isinstance(out, dict) else out
+    outputs = model(x)
+    return F.cross_entropy(outputs, y) if task == "classification" else F.mse_loss(outputs, y)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: TensorData, fabric: L.Fabric, eval_batch: int
+) -> dict[str, float]:
+    """Mean per-example validation loss (and accuracy for classification) over the val split."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=fabric.device)
+    correct = torch.zeros((), device=fabric.device)
+    for start in range(0, len(data.x_val), eval_batch):
+        x, y = data.x_val[start : start + eval_batch], data.y_val[start : start + eval_batch]
+        with fabric.autocast():
+            outputs = model(x).float()
+        if data.task == "classification":
+            loss_sum += F.cross_entropy(outputs, y, reduction="sum")
+            correct += (outputs.argmax(dim=1) == y).sum()
+        else:
+            loss_sum += F.mse_loss(outputs, y, reduction="sum") / outputs[0].numel()
+    model.train(was_training)
+    metrics = {"val_loss": (loss_sum / len(data.x_val)).item()}
+    if data.task == "classification":
+        metrics["val_acc"] = (correct / len(data.x_val)).item()
+    return metrics
+
+
+def _reached(metric: float, target: float, direction: str) -> bool:
+    return metric <= target if direction == "minimize" else metric >= target
+
+
+def train(
+    cfg: DictConfig,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    data: TensorData | None = None,
+    fabric: L.Fabric | None = None,
+    micro_batch: int | None = None,
+) -> TrialResult:
+    """Train one model and measure it.
+
+    Args:
+        cfg: the composed lrbatch config.
+        batch_size: effective batch size (examples per optimizer step).
+        lr: peak learning rate, per optimizer step.
+        seed: fixes the initial weights and the order of examples.
+        data: the dataset, already on the device (built from ``cfg.dataset`` if None).
+        fabric: this worker's Fabric (made from ``cfg.hardware`` if None).
+        micro_batch: override of the micro-batch (default: from ``hardware.max_micro_batch``).
+
+    Returns:
+        The trial's result; a diverged run returns early with ``diverged=True``.
+    """
+    started = time.perf_counter()
+    fabric = fabric or make_fabric(cfg.hardware)
+    data = (data or load_data(cfg)).to(fabric.device)
+    budget, metric_name = cfg.budget, cfg.study.metric
+    micro, accumulation = split_batch(batch_size, micro_batch or cfg.hardware.max_micro_batch)
+    max_steps = training_length(budget, data.num_train, batch_size)
+    total_samples = max_steps * batch_size
+    eval_every = max(1, round(budget.eval_every_epochs * data.num_train / batch_size))
+
+    torch.manual_seed(seed)  # same initial weights for every lr at this seed
+    model = _build_model(cfg, data)
+    optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=lr)
+    model, optimizer = fabric.setup(model, optimizer)
+    custom_loss = _uses_training_step(model.module if hasattr(model, "module") else model)
+
+    # the order of examples: a fresh permutation each epoch, from the seed alone
+    order_rng = torch.Generator().manual_seed(seed)
+    epochs_needed = math.ceil(total_samples / data.num_train)
+    order = torch.cat(
+        [torch.randperm(data.num_train, generator=order_rng) for _ in range(epochs_needed)]
+    )
+    order = order.to(fabric.device)
+
+    model.train()
+    diverged, reached, step, initial_loss = False, None, 0, math.inf
+    tail_start = max_steps - max(1, max_steps // 10)  # train_loss: mean over the last 10% of steps
+    tail_loss = torch.zeros((), device=fabric.device)
+    for step in range(1, max_steps + 1):
+        first = (step - 1) * batch_size
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_factor(cfg.schedule, first, total_samples)
+        indices = order[first : first + batch_size]
+        step_loss = torch.zeros((), device=fabric.device)
+        for chunk in indices.split(micro):
+            with fabric.autocast():
+                loss = _step_loss(
+                    model, data.x_train[chunk], data.y_train[chunk], data.task, step, custom_loss
+                )
+            loss = loss.float() * (len(chunk) / batch_size)  # mean over the effective batch
+            fabric.backward(loss)
+            step_loss += loss.detach()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step > tail_start:
+            tail_loss += step_loss
+        if step == 1 or step % budget.check_every == 0 or step == max_steps:
+            current = step_loss.item()
+            initial_loss = current if step == 1 else initial_loss
+            if not math.isfinite(current) or current > budget.divergence_factor * max(
+                initial_loss, 1e-12
+            ):
+                diverged = True
+                break
+        if budget.kind == "target" and (step % eval_every == 0 or step == max_steps):
+            reached = _reached(
+                evaluate(model, data, fabric, cfg.hardware.eval_batch)[metric_name],
+                budget.target,
+                cfg.study.direction,
+            )
+            if reached:
+                break
+
+    metrics = {} if diverged else evaluate(model, data, fabric, cfg.hardware.eval_batch)
+    if not diverged:
+        metrics["train_loss"] = (tail_loss / max(1, step - tail_start)).item()
+    if budget.kind == "target":
+        value = float(step) if reached else math.inf
+    elif diverged:
+        value = math.inf if cfg.study.direction == "minimize" else -math.inf
+    else:
+        if metric_name not in metrics:
+            raise KeyError(
+                f"study.metric={metric_name!r} was not measured; measured: {', '.join(metrics)}"
+            )
+        value = metrics[metric_name]
+    device = torch.cuda.get_device_name(fabric.device) if fabric.device.type == "cuda" else "cpu"
+    return TrialResult(
+        value=value,
+        metrics=metrics,
+        diverged=diverged,
+        steps=step,
+        samples=step * batch_size,
+        micro_batch=micro,
+        accumulation_steps=accumulation,
+        wall_time_s=time.perf_counter() - started,
+        device=device,
+        reached_target=reached if budget.kind == "target" else None,
+    )
