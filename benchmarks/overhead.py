@@ -1,0 +1,196 @@
+"""Trial overhead: one lrbatch trial against a plain PyTorch loop doing the same training.
+
+    python benchmarks/overhead.py                  # default trial at batch 32 and 256
+    python benchmarks/overhead.py --threads 1
+    python benchmarks/overhead.py --batch 64 --repeats 9 --device cuda
+
+What is measured: wall-clock seconds of one whole trial as a user sees it. For lrbatch, the call
+``train(cfg, batch, lr, seed, data=data, fabric=fabric)`` with the data and the Fabric made once
+beforehand, as a worker runs trials. For plain PyTorch, building the model and the optimizer, the
+training loop and the final evaluation. Both train the default config (MNIST-1D, MLP, SGD, a
+budget of 10 epochs) from the same initial weights, on the same example order, for the same
+number of optimizer steps, and must end at the same validation loss: the script checks this.
+
+The two are interleaved (lrbatch, plain, lrbatch, plain...) after one warm-up each, so drifts of
+the machine fall on both alike; the table gives the median and the minimum over the repeats and
+their ratio, lrbatch / plain (1.00x: no overhead). The time per step is the whole trial's time
+divided by its optimizer steps, so it includes setup and the final evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
+
+import lightning
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from lrbatch.config import load_config
+from lrbatch.data import TensorData
+from lrbatch.models import MLP
+from lrbatch.train import load_data, make_fabric, train
+
+LR = 0.1  # peak learning rate, per optimizer step
+SEED = 0  # fixes the initial weights and the example order
+VAL_LOSS_RTOL = 1e-3  # relative: the two runs must end at the same val_loss to be comparable
+
+
+def _precision(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """The autocast lrbatch's hardware config uses: bf16 on a GPU (hardware=gpu), none on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def plain_trial(
+    cfg: DictConfig, data: TensorData, batch_size: int, lr: float, seed: int
+) -> tuple[int, float]:
+    """Train as one would by hand: model, SGD, a loop of indexed batches, one final evaluation.
+
+    Returns:
+        (optimizer steps, mean per-example val_loss).
+    """
+    device = data.x_train.device
+    num_examples = int(cfg.budget.epochs * data.num_train)  # samples budget, in examples
+    steps = max(1, num_examples // batch_size)  # the last partial batch is dropped
+
+    torch.manual_seed(seed)
+    model = MLP(data.input_shape, data.num_outputs, cfg.model.hidden, cfg.model.activation)
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+
+    # a fresh permutation each epoch, from the seed alone, cut into consecutive batches
+    order_rng = torch.Generator().manual_seed(seed)
+    epochs_needed = math.ceil(steps * batch_size / data.num_train)
+    order = torch.cat(
+        [torch.randperm(data.num_train, generator=order_rng) for _ in range(epochs_needed)]
+    ).to(device)
+
+    model.train()
+    for step in range(steps):
+        indices = order[step * batch_size : (step + 1) * batch_size]
+        with _precision(device):
+            loss = F.cross_entropy(model(data.x_train[indices]), data.y_train[indices])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    model.eval()
+    with torch.no_grad(), _precision(device):
+        outputs = model(data.x_val).float()
+    return steps, F.cross_entropy(outputs, data.y_val).item()
+
+
+def timed(trial: Callable[[], tuple[int, float]]) -> tuple[float, int, float]:
+    """(seconds, steps, val_loss) of one call."""
+    started = time.perf_counter()
+    steps, val_loss = trial()
+    return time.perf_counter() - started, steps, val_loss
+
+
+def machine() -> str:
+    """CPU model, cores, versions, torch threads and load (other work skews timings)."""
+    cpu = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"torch {torch.__version__}, lightning {lightning.__version__}, "
+        f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f} at start"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--batch", type=int, action="append", help="batch size (repeatable; default 32 and 256)"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each, after warm-up")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = parser.parse_args()
+    batch_sizes = args.batch or [32, 256]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here; use --device cpu")
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give at least 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+    cfg = load_config(overrides=["hardware=gpu"] if args.device == "cuda" else [])
+    fabric = make_fabric(cfg.hardware)
+    data = load_data(cfg).to(fabric.device)
+    device = torch.cuda.get_device_name(fabric.device) if args.device == "cuda" else "cpu"
+
+    def lrbatch_trial(batch_size: int) -> tuple[int, float]:
+        result = train(cfg, batch_size, LR, SEED, data=data, fabric=fabric)
+        return result.steps, result.metrics.get("val_loss", math.nan)
+
+    def plain(batch_size: int) -> tuple[int, float]:
+        return plain_trial(cfg, data, batch_size, LR, SEED)
+
+    print(f"# Trial overhead: lrbatch.train.train vs a plain PyTorch loop, {datetime.now():%F %R}")
+    print(f"# machine: {machine()}")
+    print(
+        f"# trial: {cfg.dataset._target_} ({data.num_train} train / {len(data.x_val)} val), "
+        f"{cfg.model._target_} hidden={list(cfg.model.hidden)}, {cfg.optimizer._target_}, "
+        f"lr {LR}, seed {SEED}, {cfg.budget.epochs:g} epochs, device {device} "
+        f"(precision {cfg.hardware.precision})"
+    )
+    print(
+        f"# measured: seconds per whole trial, data and Fabric made beforehand; 1 warm-up, then "
+        f"{args.repeats} interleaved runs of each\n"
+    )
+
+    header = (
+        f"{'batch':>5} {'steps':>6} | {'lrbatch s med':>13} {'min':>6} | {'plain s med':>11} "
+        f"{'min':>6} | {'ratio med':>9} {'min':>6} | {'us/step lrbatch':>15} {'plain':>6}"
+    )
+    rows, checks = [header, "-" * len(header)], []
+    for batch_size in batch_sizes:
+        timed(partial(lrbatch_trial, batch_size))  # warm-up: allocator, kernels, caches
+        timed(partial(plain, batch_size))
+        lrbatch_s, plain_s = [], []
+        for _ in range(args.repeats):
+            seconds, steps, lrbatch_loss = timed(partial(lrbatch_trial, batch_size))
+            lrbatch_s.append(seconds)
+            seconds, plain_steps, plain_loss = timed(partial(plain, batch_size))
+            plain_s.append(seconds)
+        if plain_steps != steps:
+            sys.exit(f"batch {batch_size}: lrbatch took {steps} steps, plain {plain_steps}")
+        checks.append((batch_size, lrbatch_loss, plain_loss))
+        med, plain_med = statistics.median(lrbatch_s), statistics.median(plain_s)
+        rows.append(
+            f"{batch_size:>5} {steps:>6} | {med:>13.3f} {min(lrbatch_s):>6.3f} | "
+            f"{plain_med:>11.3f} {min(plain_s):>6.3f} | {med / plain_med:>8.2f}x "
+            f"{min(lrbatch_s) / min(plain_s):>5.2f}x | {med / steps * 1e6:>15.0f} "
+            f"{plain_med / steps * 1e6:>6.0f}"
+        )
+    print("\n".join(rows))
+
+    print(f"\n# same training? final val_loss (last run), tolerance {VAL_LOSS_RTOL:g} relative")
+    print(f"{'batch':>5} | {'lrbatch':>10} {'plain':>10} | {'rel. diff':>9}")
+    mismatched = []
+    for batch_size, lrbatch_loss, plain_loss in checks:
+        difference = abs(lrbatch_loss - plain_loss) / abs(plain_loss)
+        print(f"{batch_size:>5} | {lrbatch_loss:>10.6f} {plain_loss:>10.6f} | {difference:>9.1e}")
+        if not difference <= VAL_LOSS_RTOL:  # also catches NaN
+            mismatched.append(batch_size)
+    if mismatched:
+        sys.exit(f"val_loss differs at batch {mismatched}: the two loops did not train alike")
+
+
+if __name__ == "__main__":
+    main()
