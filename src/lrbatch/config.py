@@ -149,13 +149,23 @@ def load_config(
     with tempfile.TemporaryDirectory(prefix="lrbatch-sweep-") as search_dir:
         if sweep_file is not None:
             overrides = [*_sweep_file_overrides(Path(sweep_file), Path(search_dir)), *overrides]
-        try:
-            with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-                cfg = compose(config_name="config", overrides=overrides)
-        except (HydraException, OmegaConfBaseException) as error:
-            raise ConfigError(_explain(error)) from None
+        cfg = _compose(overrides)
     validate(cfg)
     return cfg
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """Compose; a key unknown to a ``_target_`` section is added, so that
+    :func:`check_target` can name the settings the target accepts."""
+    while True:
+        try:
+            with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+                return compose(config_name="config", overrides=overrides)
+        except (HydraException, OmegaConfBaseException) as error:
+            unknown = re.search(r"Could not override '((\w+)\.[\w.]+)'", str(error))
+            if not unknown or unknown.group(2) not in _TARGET_SECTIONS:
+                raise ConfigError(_explain(error)) from None
+            overrides = [f"+{o}" if o.startswith(unknown.group(1) + "=") else o for o in overrides]
 
 
 def _sweep_file_overrides(path: Path, search_dir: Path) -> list[str]:
@@ -170,8 +180,8 @@ def _sweep_file_overrides(path: Path, search_dir: Path) -> list[str]:
     return [f"hydra.searchpath=[file://{search_dir}]", "+lrbatch_sweep=sweep"]
 
 
-def _explain(error: Exception) -> str:
-    message = str(error).strip()
+def _explain(error: BaseException) -> str:
+    message = f"{error} {error.__cause__ or ''}".strip()
     key = re.search(r"Key '([^']+)' not in '(\w+)'", message)
     if key:
         schema = {c.__name__: c for c in _SECTIONS.values()}.get(key.group(2))
@@ -185,6 +195,7 @@ def _explain(error: Exception) -> str:
     return message.splitlines()[0] if message else type(error).__name__
 
 
+_TARGET_SECTIONS = ("dataset", "model", "optimizer")
 _SECTIONS: dict[str, Any] = {
     "schedule": ScheduleConfig,
     "budget": BudgetConfig,
@@ -318,7 +329,7 @@ def validate(cfg: DictConfig) -> None:
 
     _choice(cfg, "study.direction", DIRECTIONS)
     _require(bool(cfg.study.name), "study.name", cfg.study.name, "give a non-empty name")
-    for section in ("dataset", "model", "optimizer"):
+    for section in _TARGET_SECTIONS:
         check_target(cfg[section], section)
 
 

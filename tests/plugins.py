@@ -1,0 +1,35 @@
+"""A user's own model and data, plugged in through ``_target_`` (see README, "Your own model")."""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LabelSmoothedNet(L.LightningModule):
+    """A LightningModule with its own loss in ``training_step``; lrbatch supplies the optimizer."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_outputs: int, smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_shape[0], 32), nn.ReLU(), nn.Linear(32, num_outputs)
+        )
+        self.smoothing = smoothing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y, label_smoothing=self.smoothing)
+
+
+def blobs(num_samples: int = 512, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """A user's data as four tensors: (x_train, y_train, x_val, y_val), 3 Gaussian classes."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (num_samples,), generator=generator)
+    x = torch.randn(num_samples, 8, generator=generator) + 2.0 * F.one_hot(y, 8).float()
+    split = num_samples * 3 // 4
+    return x[:split], y[:split], x[split:], y[split:]

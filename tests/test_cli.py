@@ -1,0 +1,64 @@
+"""The command line as a user types it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+from lrbatch.cli import main
+
+
+def test_predict_prints_each_rule(capsys) -> None:
+    assert main(["predict", "--base-lr", "0.01", "--base-batch", "128", "--batch", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "0.04" in out and "0.02" in out and "linear" in out and "square_root" in out
+    assert (
+        main(
+            [
+                "predict",
+                "--base-lr",
+                "0.01",
+                "--base-batch",
+                "128",
+                "--batch",
+                "512",
+                "--b-noise",
+                "512",
+            ]
+        )
+        == 0
+    )
+    assert "saturating" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_and_exit_code_2(capsys) -> None:
+    assert main(["predict", "--base-lr", "-1", "--base-batch", "128", "--batch", "512"]) == 2
+    assert "base_lr must be a positive" in capsys.readouterr().out
+    assert main(["sweep", str(ROOT / "sweeps" / "smoke.yaml"), "sweep.batch_sizes=[0]"]) == 2
+    assert "sweep.batch_sizes=[0] is not accepted" in capsys.readouterr().out
+
+
+def test_console_script_runs_a_sweep_and_resumes(workdir: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "lrbatch.cli",
+        "sweep",
+        str(ROOT / "sweeps" / "smoke.yaml"),
+        "sweep.batch_sizes=[32]",
+        "sweep.seeds=1",
+        "--trial-limit",
+        "2",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert (
+        "Paused after 2 trials" in first.stdout
+        and "Best learning rate per batch size" in first.stdout
+    )
+    assert (workdir / "runs" / "smoke.db").exists()
+    second = subprocess.run(command[:-2], capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "Sweep complete" in second.stdout, (
+        second.stdout + second.stderr
+    )

@@ -1,0 +1,114 @@
+"""Composing conf/: every group option instantiates, and bad settings fail with one clear error."""
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from lrbatch.config import ConfigError, conf_dir, load_config
+
+GROUPS = {
+    group: sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+    for group in ("dataset", "model", "optimizer", "schedule", "budget", "hardware")
+}
+
+
+def test_default_config_composes() -> None:
+    cfg = load_config()
+    assert cfg.dataset._target_ == "lrbatch.data.mnist1d"
+    assert cfg.model._target_ == "lrbatch.models.MLP"
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert cfg.study.metric == "val_loss" and cfg.budget.kind == "samples"
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_every_group_option_composes(group: str) -> None:
+    assert GROUPS[group], f"conf/{group} is empty"
+    for option in GROUPS[group]:
+        overrides = [f"{group}={option}"]
+        if option == "target":
+            overrides.append("budget.target=0.5")
+        cfg = load_config(overrides=overrides)
+        assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("option", GROUPS["optimizer"])
+def test_every_optimizer_instantiates(option: str) -> None:
+    import torch
+
+    cfg = load_config(overrides=[f"optimizer={option}"])
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    optimizer = instantiate(cfg.optimizer)(params, lr=0.01)
+    assert optimizer.param_groups[0]["lr"] == 0.01
+
+
+@pytest.mark.parametrize("option", GROUPS["model"])
+def test_every_model_instantiates(option: str) -> None:
+    import torch
+
+    cfg = load_config(overrides=[f"model={option}"])
+    in_shape = (3, 32, 32) if option == "resnet" else (40,)
+    model = instantiate(cfg.model, in_shape=in_shape, num_outputs=10)
+    assert model(torch.zeros(2, *in_shape)).shape == (2, 10)
+
+
+def test_sweep_file_and_overrides_compose(tmp_path: Path) -> None:
+    sweep = tmp_path / "mine.yaml"
+    sweep.write_text("defaults:\n  - override /optimizer: adam\nsweep:\n  batch_sizes: [8, 16]\n")
+    cfg = load_config(sweep, ["sweep.seeds=3"])
+    assert cfg.optimizer._target_ == "torch.optim.Adam"
+    assert list(cfg.sweep.batch_sizes) == [8, 16] and cfg.sweep.seeds == 3
+    assert load_config(sweep, ["optimizer=lion"]).optimizer._target_ == "lrbatch.optim.Lion"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["sweep.batch_sise=[1]"],
+            "unknown setting 'batch_sise' in SweepConfig; accepted: batch_sizes",
+        ),
+        (["optimizer=adamm"], "unknown optimizer 'adamm'; accepted: adam, adamw"),
+        (
+            ["sweep.batch_sizes=[32,0]"],
+            "sweep.batch_sizes=[32, 0] is not accepted; batch sizes must be > 0",
+        ),
+        (["sweep.batch_sizes=[]"], "sweep.batch_sizes=[] is not accepted"),
+        (["sweep.lr_min=-1"], "sweep.lr_min=-1.0 is not accepted; a positive number is needed"),
+        (
+            ["sweep.lr_min=1", "sweep.lr_max=0.1"],
+            "sweep.lr_min=1.0 is not accepted; it must be below sweep.lr_max=0.1",
+        ),
+        (["sweep.base_batch=48"], "sweep.base_batch=48 is not accepted; it must be one of"),
+        (["sweep.base_lr=100"], "sweep.base_lr=100.0 is not accepted; it must lie within"),
+        (
+            ["sweep.rules=[cubic]"],
+            "sweep.rules='cubic' is not accepted; accepted: constant, linear",
+        ),
+        (["sweep.tolerance=1"], "sweep.tolerance=1.0 is not accepted; it must be > 1"),
+        (["schedule.name=cosine"], "schedule.name='cosine' is not accepted; accepted: constant,"),
+        (["budget=target", "budget.target=null"], "budget.target=None is not accepted"),
+        (["hardware.precision=fp8"], "hardware.precision='fp8' is not accepted; accepted: 32,"),
+        (
+            ["study.direction=up"],
+            "study.direction='up' is not accepted; accepted: minimize, maximize",
+        ),
+        (
+            ["model.hiden=[8]"],
+            "model.hiden=[8] is not accepted; lrbatch.models.MLP accepts: hidden, activation",
+        ),
+        (
+            ["optimizer._target_=torch.optim.Nope"],
+            "optimizer._target_='torch.optim.Nope' cannot be imported",
+        ),
+    ],
+)
+def test_bad_settings_fail_with_a_clear_message(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config(overrides=overrides)
+    assert message in str(error.value)
+
+
+def test_missing_sweep_file() -> None:
+    with pytest.raises(ConfigError, match=r"sweep file 'nope\.yaml' does not exist"):
+        load_config("nope.yaml")

@@ -1,0 +1,84 @@
+"""LRBatchSampler on its own, in a plain Optuna study with a user's objective."""
+
+import math
+
+import optuna
+import pytest
+
+from lrbatch.plan import SweepPlan
+from lrbatch.sampler import LRBatchSampler, observations, stop_when_plan_finished
+
+
+def optimum(batch: int) -> float:
+    return 0.02 * math.sqrt(batch / 16)  # the square-root rule is the truth here
+
+
+def make_study(plan: SweepPlan) -> optuna.Study:
+    return optuna.create_study(sampler=LRBatchSampler(plan, seed=0))
+
+
+def test_pins_optima_in_any_optuna_study() -> None:
+    plan = SweepPlan(
+        batch_sizes=(16, 64, 256),
+        base_batch=16,
+        lr_min=1e-5,
+        lr_max=1.0,
+        base_lr=0.2,
+        seeds=2,
+        tolerance=1.3,
+    )  # base lr 10× too high
+    study = make_study(plan)
+
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_categorical("batch_size", [16, 64, 256])
+        lr = trial.suggest_float("lr", 1e-5, 1.0, log=True)
+        seed = trial.suggest_int("seed", 0, 1)
+        width = trial.suggest_int("width", 8, 64)  # not the plan's: sampled by the fallback
+        assert 8 <= width <= 64
+        return math.log(lr / optimum(batch)) ** 2 + 0.001 * seed
+
+    study.optimize(objective, n_trials=300, callbacks=[stop_when_plan_finished])
+    assert len(study.trials) < 300, "the plan never finished"
+    for batch, state in plan.states(observations(study.trials)).items():
+        assert state.phase == "done"
+        assert 1 / 1.3 <= state.best_lr / optimum(batch) <= 1.3
+
+
+def test_reason_is_available_while_the_trial_runs() -> None:
+    plan = SweepPlan(batch_sizes=(32,), base_batch=32, lr_min=1e-3, lr_max=1.0, base_lr=0.1)
+    sampler = LRBatchSampler(plan)
+    study = optuna.create_study(sampler=sampler)
+    trial = study.ask()
+    trial.suggest_int("batch_size", 32, 32 * 4)
+    assert trial.suggest_float("lr", 1e-3, 1.0, log=True) == pytest.approx(0.1)
+    assert sampler.proposal(trial.number).reason == "rule:constant+linear+square_root"
+    study.tell(trial, 1.0)
+    assert sampler.proposal(trial.number) is None
+
+
+def test_running_trials_in_the_storage_are_not_proposed_again() -> None:
+    # Two samplers (two workers) on one storage: the second sees the first's running trial.
+    plan = SweepPlan(batch_sizes=(32, 128), base_batch=32, lr_min=1e-3, lr_max=1.0, base_lr=0.1)
+    storage = optuna.storages.InMemoryStorage()
+    first = optuna.create_study(storage=storage, study_name="s", sampler=LRBatchSampler(plan))
+    second = optuna.load_study(storage=storage, study_name="s", sampler=LRBatchSampler(plan))
+    taken = []
+    for study in (first, second):
+        trial = study.ask()
+        taken.append(
+            (
+                trial.suggest_int("batch_size", 32, 128, log=True),
+                trial.suggest_float("lr", 1e-3, 1.0, log=True),
+            )
+        )
+    assert taken[0] != taken[1]
+
+
+def test_a_proposal_outside_the_objectives_choices_is_a_clear_error() -> None:
+    plan = SweepPlan(batch_sizes=(32,), base_batch=32, lr_min=1e-3, lr_max=1.0, base_lr=0.1)
+    study = make_study(plan)
+    trial = study.ask()
+    with pytest.raises(
+        ValueError, match="batch_size=32, which is not among the objective's choices"
+    ):
+        trial.suggest_categorical("batch_size", [64, 128])

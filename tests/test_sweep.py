@@ -1,0 +1,185 @@
+"""lrbatch sweep end to end: real training on small data, a real SQLite study, resume, bad input."""
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import ROOT, TINY
+from optuna.trial import TrialState
+
+from lrbatch import __version__
+from lrbatch.config import ConfigError, load_config
+from lrbatch.sweep import run_sweep
+
+SMOKE = ROOT / "sweeps" / "smoke.yaml"
+TRIAL_ATTRS = {
+    "effective_batch",
+    "micro_batch",
+    "accumulation_steps",
+    "seed",
+    "predictions",
+    "reason",
+    "diverged",
+    "steps",
+    "samples",
+    "wall_time_s",
+    "device",
+    "lrbatch_version",
+    "metrics",
+}
+
+
+def points(study: optuna.Study) -> set[tuple[int, float, int]]:
+    return {
+        (t.params["batch_size"], round(t.params["lr"], 9), t.params["seed"])
+        for t in study.get_trials(states=(TrialState.COMPLETE,))
+    }
+
+
+def test_smoke_sweep_records_a_complete_study(workdir: Path) -> None:
+    outcome = run_sweep(load_config(SMOKE))
+    assert outcome.why == "complete" and outcome.trials_run > 5
+
+    study = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
+    trials = study.get_trials()
+    assert len(trials) == outcome.trials_run
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert set(attrs) >= TRIAL_ATTRS, TRIAL_ATTRS - set(attrs)
+        assert attrs["effective_batch"] == trial.params["batch_size"]
+        assert attrs["micro_batch"] * attrs["accumulation_steps"] == attrs["effective_batch"]
+        assert attrs["seed"] == trial.params["seed"]
+        assert attrs["lrbatch_version"] == __version__ and attrs["device"] == "cpu"
+        assert set(attrs["predictions"]) == {"constant", "linear", "square_root"}
+        assert attrs["reason"].split(":")[0] in {"rule", "law", "bracket", "refine", "replicate"}
+        if not attrs["diverged"]:
+            assert attrs["samples"] == attrs["steps"] * attrs["effective_batch"]
+            assert trial.value == pytest.approx(attrs["metrics"]["val_loss"])
+    # The rules' predictions were evaluated exactly, at every batch size.
+    for batch in (32, 128):
+        reasons = {t.user_attrs["reason"] for t in trials if t.params["batch_size"] == batch}
+        assert any(r.startswith("rule:") for r in reasons)
+    assert any(t.user_attrs["reason"] == "replicate" for t in trials)
+    assert study.user_attrs["lrbatch.training"]["model"]["hidden"] == [128, 128]
+
+
+def test_resume_finishes_the_same_plan_without_repeating(workdir: Path) -> None:
+    first = run_sweep(load_config(SMOKE), trial_limit=4)
+    assert first.why == "paused" and first.trials_run == 4
+    second = run_sweep(load_config(SMOKE))
+    assert second.why == "complete"
+    third = run_sweep(load_config(SMOKE))
+    assert third.why == "complete" and third.trials_run == 0
+
+    uninterrupted = run_sweep(load_config(SMOKE, ["study.name=straight"]))
+    resumed = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
+    straight = optuna.load_study(study_name="straight", storage="sqlite:///runs/straight.db")
+    assert len(resumed.trials) == first.trials_run + second.trials_run == uninterrupted.trials_run
+    assert points(resumed) == points(straight)
+
+
+def test_diverged_runs_are_kept_and_the_sweep_goes_on(workdir: Path) -> None:
+    cfg = load_config(
+        SMOKE,
+        [
+            "sweep.base_lr=null",
+            "sweep.lr_max=1000",
+            "sweep.base_grid_per_decade=1",
+            "sweep.batch_sizes=[32]",
+            "sweep.seeds=1",
+        ],
+    )
+    outcome = run_sweep(cfg)
+    assert outcome.why == "complete"
+    study = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
+    diverged = [t for t in study.trials if t.user_attrs["diverged"]]
+    assert diverged and all(t.state == TrialState.COMPLETE for t in diverged)
+    assert all(math.isinf(t.value) for t in diverged)
+    assert all(t.user_attrs["steps"] < 150 for t in diverged)  # stopped early
+    best = min(t.params["lr"] for t in diverged)
+    assert all(not t.user_attrs["diverged"] for t in study.trials if t.params["lr"] < best)
+
+
+def test_sweep_budget_is_said(workdir: Path) -> None:
+    outcome = run_sweep(load_config(SMOKE, ["sweep.max_trials=3"]))
+    assert outcome.why == "budget" and outcome.trials_run == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["sweep.batch_sizes=[32,4096]"],
+            "[4096] exceed the training set (1600 examples of mnist1d)",
+        ),
+        (["model.hidden=[8]", "model.activation=swish"], "model (lrbatch.models.MLP) or optimizer"),
+        (["study.metric=val_f1"], "study.metric='val_f1' is not accepted; accepted: val_loss"),
+        (["dataset.noise=0.5"], "dataset.noise=0.5 is not accepted; lrbatch.data.mnist1d accepts"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_created(
+    workdir: Path, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        run_sweep(load_config(SMOKE, overrides))
+    assert message in str(error.value)
+    assert not (workdir / "runs").exists()
+
+
+def test_unwritable_storage_is_refused_before_training(workdir: Path) -> None:
+    (workdir / "a_file").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"cannot create .*a_file"):
+        run_sweep(load_config(SMOKE, [f"study.storage=sqlite:///{workdir}/a_file/study.db"]))
+    with pytest.raises(ConfigError, match=r"in-memory SQLite"):
+        run_sweep(load_config(SMOKE, ["study.storage=sqlite://"]))
+    with pytest.raises(ConfigError, match="is not a SQLAlchemy URL"):
+        run_sweep(load_config(SMOKE, ["study.storage=not a url"]))
+
+
+def test_unreachable_storage_never_shows_the_password(workdir: Path) -> None:
+    url = "postgresql+psycopg2://bob:hunter2@127.0.0.1:1/lrbatch"
+    with pytest.raises(ConfigError) as error:
+        run_sweep(load_config(SMOKE, [f"study.storage='{url}'"]))
+    assert "cannot be opened" in str(error.value) and "bob:***@127.0.0.1" in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_resuming_with_other_training_settings_is_refused(workdir: Path) -> None:
+    run_sweep(load_config(SMOKE), trial_limit=1)
+    with pytest.raises(
+        ConfigError, match=r"other training settings \(model.hidden: \[128, 128\] in"
+    ):
+        run_sweep(load_config(SMOKE, ["model.hidden=[64]"]))
+    study = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
+    assert len(study.trials) == 1  # the refused run added nothing
+
+
+@pytest.mark.parametrize(
+    "sweep_file", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_ready_made_sweep_runs_two_tiny_trials(workdir: Path, sweep_file: Path) -> None:
+    from test_data import _fake_images
+
+    _fake_images(workdir / "data", "cifar10")
+    tiny_data = {
+        "lrbatch.data.mnist1d": ["dataset.num_samples=400"],
+        "lrbatch.data.teacher": ["dataset.num_samples=400"],
+        "lrbatch.data.cifar10": [f"dataset.data_dir={workdir / 'data'}", "dataset.download=false"],
+    }
+    cfg = load_config(sweep_file)
+    overrides = [
+        *TINY,
+        *tiny_data.get(cfg.dataset._target_, []),
+        "sweep.batch_sizes=[4,8]",
+        "sweep.base_batch=4",
+        "sweep.base_grid_per_decade=1",
+    ]
+    cfg = load_config(sweep_file, overrides)
+    outcome = run_sweep(cfg, trial_limit=2)
+    assert outcome.trials_run == 2
+    study = optuna.load_study(
+        study_name=cfg.study.name, storage=f"sqlite:///runs/{cfg.study.name}.db"
+    )
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
