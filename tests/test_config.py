@@ -85,6 +85,10 @@ def test_sweep_file_and_overrides_compose(tmp_path: Path) -> None:
             ["sweep.rules=[cubic]"],
             "sweep.rules='cubic' is not accepted; accepted: constant, linear",
         ),
+        (
+            ["sweep.rules=[linear,surge]"],
+            "sweep.rules='surge' is not accepted; saturating and surge need",
+        ),
         (["sweep.tolerance=1"], "sweep.tolerance=1.0 is not accepted; it must be > 1"),
         (["schedule.name=cosine"], "schedule.name='cosine' is not accepted; accepted: constant,"),
         (["budget=target", "budget.target=null"], "budget.target=None is not accepted"),
@@ -112,3 +116,11 @@ def test_bad_settings_fail_with_a_clear_message(overrides: list[str], message: s
 def test_missing_sweep_file() -> None:
     with pytest.raises(ConfigError, match=r"sweep file 'nope\.yaml' does not exist"):
         load_config("nope.yaml")
+
+
+def test_broken_yaml_is_a_clear_error(tmp_path: Path) -> None:
+    sweep = tmp_path / "broken.yaml"
+    sweep.write_text("sweep:\n  batch_sizes: [8, 16\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml' is not valid YAML") as error:
+        load_config(sweep)
+    assert "line 2" in str(error.value)

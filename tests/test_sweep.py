@@ -5,6 +5,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from conftest import ROOT, TINY
 from optuna.trial import TrialState
 
@@ -183,3 +184,10 @@ def test_every_ready_made_sweep_runs_two_tiny_trials(workdir: Path, sweep_file: 
         study_name=cfg.study.name, storage=f"sqlite:///runs/{cfg.study.name}.db"
     )
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpu_requested_where_there_is_none_is_refused(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"hardware\.accelerator='gpu' cannot be used here"):
+        run_sweep(load_config(SMOKE, ["hardware=gpu"]))
+    assert not (workdir / "runs").exists()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
@@ -161,6 +162,8 @@ def _compose(overrides: list[str]) -> DictConfig:
         try:
             with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
                 return compose(config_name="config", overrides=overrides)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"a config file is not valid YAML: {error}") from None
         except (HydraException, OmegaConfBaseException) as error:
             unknown = re.search(r"Could not override '((\w+)\.[\w.]+)'", str(error))
             if not unknown or unknown.group(2) not in _TARGET_SECTIONS:
@@ -174,6 +177,10 @@ def _sweep_file_overrides(path: Path, search_dir: Path) -> list[str]:
     group = search_dir / "lrbatch_sweep"
     group.mkdir()
     text = path.read_text()
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {error}") from None
     if "@package" not in text.split("\n", 1)[0]:
         text = "# @package _global_\n" + text
     (group / "sweep.yaml").write_text(text)
@@ -274,6 +281,12 @@ def validate(cfg: DictConfig) -> None:
     )
     for rule in sweep.rules:
         _require(rule in RULE_NAMES, "sweep.rules", rule, f"accepted: {', '.join(RULE_NAMES)}")
+        _require(
+            rule not in LAW_RULES or sweep.b_noise is not None,
+            "sweep.rules",
+            rule,
+            "saturating and surge need sweep.b_noise (B_noise or B_peak, in samples)",
+        )
     for law in sweep.laws:
         _require(law in LAW_RULES, "sweep.laws", law, f"accepted: {', '.join(LAW_RULES)}")
 

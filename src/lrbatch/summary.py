@@ -29,7 +29,7 @@ class BatchSummary:
     Attributes:
         batch_size: effective batch size.
         status: ``pinned``, ``at lr bound`` (the best lr is lr_min or lr_max: not bracketed),
-            ``replicating``, ``searching`` or ``waiting``.
+            ``replicating``, ``searched`` (replicates to come), ``searching`` or ``waiting``.
         best_lr: the best learning rate found (pooled over seeds once replicated).
         best_value: the metric there (mean over seeds).
         trials: trials run at this batch size, diverged ones included.
@@ -62,6 +62,8 @@ def summarize(plan: SweepPlan, observations: Sequence[Observation]) -> list[Batc
         if state.phase == "done" and not state.bracketed:
             status = "at lr bound"
         here = [o for o in observations if o.batch_size == batch]
+        if state.phase == "replicate" and not any(o.seed > 0 for o in here):
+            status = "searched"  # replicates wait until every batch size is searched
         rows.append(
             BatchSummary(
                 batch_size=batch,
