@@ -237,32 +237,15 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_factor(schedule, first, total_samples)
         indices = order[first : first + batch_size]
-        if accumulation == 1:
+        chunks = (indices,) if accumulation == 1 else indices.split(micro)
+        for chunk in chunks:
+            x, y = data.x_train[chunk], data.y_train[chunk]
             with fabric.autocast():
-                loss = _step_loss(
-                    model,
-                    data.x_train[indices],
-                    data.y_train[indices],
-                    data.task,
-                    step,
-                    custom_loss,
-                )
+                loss = _step_loss(model, x, y, data.task, step, custom_loss)
+            if accumulation > 1:  # each micro-batch's share of the mean over the effective batch
+                loss = loss.float() * (len(chunk) / batch_size)
             fabric.backward(loss)
-            step_losses[step - 1] = loss.detach()
-        else:
-            for chunk in indices.split(micro):
-                with fabric.autocast():
-                    loss = _step_loss(
-                        model,
-                        data.x_train[chunk],
-                        data.y_train[chunk],
-                        data.task,
-                        step,
-                        custom_loss,
-                    )
-                loss = loss.float() * (len(chunk) / batch_size)  # mean over the effective batch
-                fabric.backward(loss)
-                step_losses[step - 1] += loss.detach()
+            step_losses[step - 1] += loss.detach()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step == 1 or step % budget.check_every == 0 or step == max_steps:
