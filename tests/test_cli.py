@@ -34,7 +34,7 @@ def test_predict_prints_each_rule(capsys) -> None:
 
 def test_bad_input_is_one_line_and_exit_code_2(capsys) -> None:
     assert main(["predict", "--base-lr", "-1", "--base-batch", "128", "--batch", "512"]) == 2
-    assert "base_lr must be a positive" in capsys.readouterr().out
+    assert "--base-lr must be a positive" in capsys.readouterr().out
     assert main(["sweep", str(ROOT / "sweeps" / "smoke.yaml"), "sweep.batch_sizes=[0]"]) == 2
     assert "sweep.batch_sizes=[0] is not accepted" in capsys.readouterr().out
 

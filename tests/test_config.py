@@ -89,7 +89,12 @@ def test_sweep_file_and_overrides_compose(tmp_path: Path) -> None:
             ["sweep.rules=[linear,surge]"],
             "sweep.rules='surge' is not accepted; saturating and surge need",
         ),
-        (["sweep.tolerance=1"], "sweep.tolerance=1.0 is not accepted; it must be > 1"),
+        (["sweep.rules=[]"], "sweep.rules=[] is not accepted; give one or more of constant"),
+        (
+            ["sweep.bracket_factor=1.005"],
+            "sweep.bracket_factor=1.005 is not accepted; it must be ≥ 1.1",
+        ),
+        (["sweep.tolerance=1"], "sweep.tolerance=1.0 is not accepted; it must be ≥ 1.05"),
         (["schedule.name=cosine"], "schedule.name='cosine' is not accepted; accepted: constant,"),
         (["budget=target", "budget.target=null"], "budget.target=None is not accepted"),
         (["hardware.precision=fp8"], "hardware.precision='fp8' is not accepted; accepted: 32,"),

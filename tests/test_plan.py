@@ -32,7 +32,9 @@ def run_plan(
         diverged = edge is not None and lr > edge(b)
         value = math.log(lr / optimum(b)) ** 2 + 1.0 + noise * rng.normal()
         sign = 1 if plan.minimize else -1
-        observations.append(Observation(b, lr, decision.seed, sign * value, diverged))
+        observations.append(
+            Observation(b, lr, decision.seed, sign * value, diverged, decision.reason)
+        )
 
 
 def saturating_optimum(batch: int) -> float:
@@ -68,13 +70,26 @@ def test_every_rule_prediction_is_evaluated_once() -> None:
     assert sum(p.reason == "rule:constant+linear+square_root" for p in proposals) == 1  # at B0
 
 
-def test_fitted_laws_are_proposed_once_two_optima_are_pinned() -> None:
+def test_fitted_laws_are_proposed_once_three_optima_are_searched() -> None:
     sweep = plan(base_lr=0.1)
     _, proposals, _ = run_plan(sweep, saturating_optimum)
-    # Working order is 32 (B0), 16, 64, 128, ...: the first two have no fitted law to use.
-    assert sweep.order()[:3] == [32, 16, 64]
+    # Working order is 32 (B0), 16, 64, 128, ...: the first three have no fitted law to use.
+    assert sweep.order()[:4] == [32, 16, 64, 128]
     law_batches = {p.batch_size for p in proposals if p.reason.startswith("law:")}
-    assert law_batches == {64, 128, 256, 512}
+    assert law_batches == {128, 256, 512}
+    # the saturating law, fitted to the truth's optima, lands near the truth
+    for p in proposals:
+        if p.reason == "law:saturating":
+            assert 1 / 1.5 < p.lr / saturating_optimum(p.batch_size) < 1.5
+
+
+def test_a_batch_past_its_search_never_goes_back() -> None:
+    sweep = plan(base_lr=0.1, seeds=3)
+    _, proposals, _ = run_plan(sweep, saturating_optimum, noise=0.3)
+    for batch in BATCHES:
+        reasons = [p.reason for p in proposals if p.batch_size == batch]
+        first_replicate = reasons.index("replicate")
+        assert not any(r.startswith(("rule:", "law:")) for r in reasons[first_replicate:]), batch
 
 
 def test_replicates_best_points_with_every_seed_and_finds_pooled_optimum() -> None:
@@ -110,6 +125,44 @@ def test_optimum_beyond_the_lr_bound_is_reported_unbracketed() -> None:
     state = sweep.states(observations)[32]
     assert finished.why == "complete" and state.phase == "done"
     assert state.best_lr == pytest.approx(1e-3) and not state.bracketed
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.3])
+def test_pinned_holds_for_the_seed_pooled_optimum(noise: float) -> None:
+    # With noisy seeds the pooled best can move off the first seed's; it is pinned again.
+    sweep = plan(seeds=3, tolerance=1.4)
+    for trial in range(5):
+        rng_noise = noise * (1 + trial / 10)
+        observations, _, finished = run_plan(sweep, saturating_optimum, noise=rng_noise)
+        assert finished.why == "complete"
+        for batch, state in sweep.states(observations).items():
+            lrs = sorted({o.lr for o in observations if o.batch_size == batch and o.seed == 0})
+            i = lrs.index(state.best_lr)
+            assert 0 < i < len(lrs) - 1
+            assert lrs[i] / lrs[i - 1] <= 1.4 + 1e-9 and lrs[i + 1] / lrs[i] <= 1.4 + 1e-9
+            seeds = {
+                o.seed for o in observations if o.batch_size == batch and o.lr in lrs[i - 1 : i + 2]
+            }
+            assert seeds == {0, 1, 2}
+
+
+def test_diverged_runs_are_worst_when_maximizing_too() -> None:
+    sweep = plan(base_lr=1.0, minimize=False)
+    observations, _, finished = run_plan(
+        sweep, saturating_optimum, edge=lambda b: 1.2 * saturating_optimum(b)
+    )
+    assert finished.why == "complete" and any(o.diverged for o in observations)
+    for batch, state in sweep.states(observations).items():
+        assert math.isfinite(state.best_value)
+        assert not any(
+            o.diverged for o in observations if o.batch_size == batch and o.lr == state.best_lr
+        )
+
+
+def test_bounds_closer_than_the_base_grid_still_give_a_seed_point() -> None:
+    sweep = plan(lr_min=0.04, lr_max=0.05, batch_sizes=(32,))
+    first = sweep.next([])
+    assert isinstance(first, Proposal) and 0.04 <= first.lr <= 0.05
 
 
 def test_maximize_direction() -> None:

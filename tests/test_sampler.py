@@ -82,3 +82,13 @@ def test_a_proposal_outside_the_objectives_choices_is_a_clear_error() -> None:
         ValueError, match="batch_size=32, which is not among the objective's choices"
     ):
         trial.suggest_categorical("batch_size", [64, 128])
+
+
+def test_a_proposal_outside_the_objectives_range_is_a_clear_error() -> None:
+    plan = SweepPlan(batch_sizes=(32,), base_batch=32, lr_min=1e-3, lr_max=1.0, base_lr=0.5)
+    trial = make_study(plan).ask()
+    trial.suggest_int("batch_size", 32, 32)
+    with pytest.raises(
+        ValueError, match=r"lr=0\.5, outside the objective's range \[0\.001, 0\.1\]"
+    ):
+        trial.suggest_float("lr", 1e-3, 0.1, log=True)

@@ -188,6 +188,57 @@ def test_every_ready_made_sweep_runs_two_tiny_trials(workdir: Path, sweep_file: 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_gpu_requested_where_there_is_none_is_refused(workdir: Path) -> None:
-    with pytest.raises(ConfigError, match=r"hardware\.accelerator='gpu' cannot be used here"):
+    message = r"hardware \(accelerator='gpu', precision='bf16-mixed'\) cannot be used here"
+    with pytest.raises(ConfigError, match=message):
         run_sweep(load_config(SMOKE, ["hardware=gpu"]))
     assert not (workdir / "runs").exists()
+
+
+def test_a_metric_the_trainer_does_not_measure_is_refused_for_any_model(workdir: Path) -> None:
+    overrides = [
+        "dataset._target_=plugins.blobs",
+        "~dataset.train_split",
+        "~dataset.num_samples",
+        "~dataset.seed",
+        "model._target_=plugins.LabelSmoothedNet",
+        "~model.hidden",
+        "~model.activation",
+        "study.metric=val_los",
+    ]
+    with pytest.raises(
+        ConfigError, match=r"study\.metric='val_los' is not accepted; accepted: val_loss"
+    ):
+        run_sweep(load_config(SMOKE, overrides))
+    assert not (workdir / "runs").exists()
+
+
+def test_float16_on_the_cpu_is_refused(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"precision='16-mixed' needs a GPU"):
+        run_sweep(load_config(SMOKE, ["hardware.precision=16-mixed"]))
+
+
+def test_target_budget_sweep_picks_the_fewest_steps(workdir: Path) -> None:
+    # val_acc is maximised, but the objective (steps to reach it) is minimised.
+    cfg = load_config(
+        ROOT / "sweeps" / "teacher_target.yaml",
+        [
+            "dataset.num_samples=1000",
+            "sweep.batch_sizes=[16,64]",
+            "sweep.seeds=1",
+            "budget.max_epochs=4",
+            "budget.eval_every_epochs=0.1",
+            "budget.target=0.45",
+            "sweep.tolerance=2",
+        ],
+    )
+    outcome = run_sweep(cfg)
+    study = optuna.load_study(
+        study_name="teacher_target", storage="sqlite:///runs/teacher_target.db"
+    )
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE and outcome.plan.minimize
+    for batch, state in outcome.plan.states(outcome.observations).items():
+        steps = [o.value for o in outcome.observations if o.batch_size == batch]
+        assert math.isfinite(state.best_value) and state.best_value == min(steps), batch
+    capped = [t for t in study.trials if t.user_attrs["reached_target"] is False
+              and t.user_attrs["steps"] == 4 * 800 // t.params["batch_size"]]
+    assert capped and all(not t.user_attrs["diverged"] for t in capped)  # never reached ≠ diverged

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from lrbatch import __version__
 from lrbatch.config import ConfigError
-from lrbatch.rules import RULE_NAMES, predict
+from lrbatch.rules import RULE_NAMES, power_law, predict
 
 __all__ = ["main"]
 
@@ -37,7 +37,7 @@ def _quiet_libraries() -> None:
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config
     from lrbatch.summary import summary_table
-    from lrbatch.sweep import run_sweep
+    from lrbatch.sweep import objective_name, run_sweep
 
     sweep_file = args.items[0] if args.items and args.items[0].endswith((".yaml", ".yml")) else None
     overrides = args.items[1:] if sweep_file else args.items
@@ -49,7 +49,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
             "[yellow]Interrupted.[/] Finished trials are saved; run the same command to resume."
         )
         return 130
-    console.print(summary_table(outcome.plan, outcome.observations, cfg.study.metric))
+    console.print(summary_table(outcome.plan, outcome.observations, objective_name(cfg)))
     ends = {
         "complete": "Sweep complete: every optimum is pinned and replicated.",
         "budget": f"Sweep stopped: its trial budget (sweep.max_trials={outcome.plan.max_trials}) "
@@ -80,11 +80,14 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
     for batch in args.batch:
         try:
             predicted = predict(args.base_lr, args.base_batch, batch, rules, args.b_noise)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        except ValueError as error:  # name the flags the user typed
+            message = str(error)
+            for name in ("base_lr", "base_batch", "b_noise", "batch"):
+                message = message.replace(f"{name} must", f"--{name.replace('_', '-')} must")
+            raise ConfigError(message) from None
         cells = [f"{predicted[r]:.4g}" for r in rules]
         if args.alpha is not None:
-            cells.append(f"{args.base_lr * (batch / args.base_batch) ** args.alpha:.4g}")
+            cells.append(f"{power_law(batch, args.base_batch, args.base_lr, args.alpha):.4g}")
         table.add_row(str(batch), *cells)
     console.print(table)
     return 0

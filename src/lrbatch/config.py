@@ -104,7 +104,7 @@ class SweepConfig:
 class StudyConfig:
     name: str = "lrbatch"
     storage: str | None = None  # SQLAlchemy URL; default sqlite:///runs/<name>.db
-    metric: str = "val_loss"  # val_loss | val_acc | train_loss | a metric your model logs
+    metric: str = "val_loss"  # val_loss | val_acc (classification) | train_loss
     direction: str = "minimize"  # minimize | maximize
 
 
@@ -268,9 +268,20 @@ def validate(cfg: DictConfig) -> None:
             f"it must lie within [sweep.lr_min, sweep.lr_max] = [{sweep.lr_min}, {sweep.lr_max}]",
         )
     _require(
-        sweep.bracket_factor > 1, "sweep.bracket_factor", sweep.bracket_factor, "it must be > 1"
+        sweep.bracket_factor >= 1.1,
+        "sweep.bracket_factor",
+        sweep.bracket_factor,
+        "it must be ≥ 1.1",
     )
-    _require(sweep.tolerance > 1, "sweep.tolerance", sweep.tolerance, "it must be > 1 (a factor)")
+    _require(
+        sweep.tolerance >= 1.05, "sweep.tolerance", sweep.tolerance, "it must be ≥ 1.05 (a factor)"
+    )
+    _require(
+        len(sweep.rules) > 0,
+        "sweep.rules",
+        list(sweep.rules),
+        f"give one or more of {', '.join(RULE_NAMES)}",
+    )
     _require(sweep.seeds >= 1, "sweep.seeds", sweep.seeds, "it must be ≥ 1")
     _require(sweep.max_trials >= 1, "sweep.max_trials", sweep.max_trials, "it must be ≥ 1")
     _require(

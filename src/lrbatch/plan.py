@@ -4,17 +4,20 @@ Pure: :meth:`SweepPlan.next` reads observations (finished and running trials) an
 proposal, ``WAIT`` or a finish. It keeps no memory between calls, so any number of workers on
 any machines that read the same study agree on what is left to do.
 
-Per batch size, in two passes (all batch sizes are searched before any is replicated, so a
-trial budget that runs out leaves an optimum everywhere rather than replicates somewhere):
+Per batch size, in two passes (searching comes before replicating: with one worker every
+batch size is searched before any is replicated, so a trial budget that runs out leaves an
+optimum everywhere rather than replicates somewhere; several workers replicate while a search
+waits on a running trial):
 
 1. *search*, with the first seed: evaluate each rule's prediction, anchored at the base point
-   (B0, η0); once optima are pinned at two or more other batch sizes, also what a fitted
+   (B0, η0); once three or more other batch sizes are searched, also what a fitted
    saturating or surge law predicts; *bracket*: while the best learning rate sits at the edge
    of those tried, step outward by ``bracket_factor`` (rules can be wrong by 10×); *refine*:
    bisect, in log learning rate, the wider gap next to the best until both neighbours are
    within ``tolerance`` (a factor) of it: the optimum is then *pinned*.
 2. *replicate*: train the best point and its two neighbours with the other seeds; if the
-   seed-pooled best moves to a neighbour, replicate that one's neighbour too.
+   seed-pooled best moves to a neighbour, replicate that one's neighbour too, then bracket and
+   refine the seed-pooled optimum like the first seed's until it is pinned as well.
 
 Without a configured η0, B0 is searched first on a broad log-spaced grid and η0 is its pinned
 optimum; the other batch sizes wait for it.
@@ -45,6 +48,7 @@ class Observation:
     seed: int
     value: float | None
     diverged: bool = False
+    reason: str | None = None  # why it was proposed, where the study recorded it
 
 
 @dataclass(frozen=True)
@@ -164,9 +168,13 @@ class SweepPlan:
                 by_batch[obs.batch_size].append(obs)
         states: dict[int, BatchState] = {}
         base_lr = self.anchor_lr(observations)
+        searched: dict[int, float] = {}  # first-seed optima of batch sizes searched, bracketed
         for batch in self.order():
-            pinned = {b: s.best_lr for b, s in states.items() if s.phase != "search" and s.best_lr}
-            states[batch] = self._state(batch, by_batch[batch], base_lr, pinned)
+            states[batch] = self._state(batch, by_batch[batch], base_lr, searched)
+            if states[batch].phase in ("replicate", "done"):
+                lr, _, bracketed = self._search_best([o for o in by_batch[batch] if o.seed == 0])
+                if lr is not None and bracketed:
+                    searched[batch] = lr
         return states
 
     def anchor_lr(self, observations: Sequence[Observation]) -> float | None:
@@ -176,7 +184,7 @@ class SweepPlan:
             return self.base_lr
         at_base = [o for o in observations if o.batch_size == self.base_batch and o.seed == 0]
         _, searching = self._search(
-            self.base_batch, at_base, self._candidates(self.base_batch, None, {})
+            self.base_batch, at_base, self._candidates(self.base_batch, None)
         )
         return None if searching else self._search_best(at_base)[0]
 
@@ -195,63 +203,86 @@ class SweepPlan:
         batch: int,
         observations: list[Observation],
         base_lr: float | None,
-        pinned: dict[int, float],
+        searched: dict[int, float],
     ) -> BatchState:
         first_seed = [o for o in observations if o.seed == 0]
         if base_lr is None and batch != self.base_batch:
             return BatchState(batch, "waiting", trials=len(observations))
-        candidates = self._candidates(batch, base_lr, pinned)
+        candidates = self._candidates(batch, base_lr)
         proposal, searching = self._search(batch, first_seed, candidates)
+        if searching and not any(o.reason in ("bracket", "refine") for o in first_seed):
+            # still seeding: add what laws fitted to other batch sizes predict here
+            candidates += self._law_candidates(batch, searched)
+            proposal, searching = self._search(batch, first_seed, candidates)
         best_lr, best_value, bracketed = self._search_best(first_seed)
         if searching:
             return BatchState(
                 batch, "search", best_lr, best_value, bracketed, len(observations), proposal
             )
         proposal, pooled = self._replicate(batch, observations)
-        if pooled is not None:
-            best_lr, best_value = pooled
-        phase = "replicate" if proposal is not None or pooled is None else "done"
+        if pooled is None:
+            return BatchState(
+                batch, "replicate", best_lr, best_value, bracketed, len(observations), proposal
+            )
+        best_lr, best_value, bracketed = pooled
+        phase = "replicate" if proposal is not None else "done"
         return BatchState(batch, phase, best_lr, best_value, bracketed, len(observations), proposal)
 
-    def _candidates(
-        self, batch: int, base_lr: float | None, pinned: dict[int, float]
-    ) -> list[tuple[float, str, float]]:
+    def _clip(self, lr: float) -> float:
+        return min(max(lr, self.lr_min), self.lr_max)
+
+    def _candidates(self, batch: int, base_lr: float | None) -> list[tuple[float, str, float]]:
         """Seed points as (lr, reason, how close an existing point must be to count as it)."""
         if base_lr is None:  # broad search for η0 at B0
             lo = math.ceil(math.log10(self.lr_min) * self.base_grid_per_decade - 1e-9)
             hi = math.floor(math.log10(self.lr_max) * self.base_grid_per_decade + 1e-9)
-            return [
-                (10 ** (k / self.base_grid_per_decade), "base_grid", _SAME)
-                for k in range(lo, hi + 1)
-            ]
+            grid = [10 ** (k / self.base_grid_per_decade) for k in range(lo, hi + 1)]
+            grid = grid or [math.sqrt(self.lr_min * self.lr_max)]  # bounds closer than the grid
+            return [(lr, "base_grid", _SAME) for lr in grid]
         merged: list[tuple[float, list[str]]] = []
         for name, lr in self.predictions(batch, base_lr).items():
-            lr = min(max(lr, self.lr_min), self.lr_max)
+            lr = self._clip(lr)
             match = next((m for m in merged if _same(m[0], lr)), None)
             if match:
                 match[1].append(name)
             else:
                 merged.append((lr, [name]))
-        candidates = [(lr, "rule:" + "+".join(names), _SAME) for lr, names in merged]
-        others = {b: lr for b, lr in pinned.items() if b != batch}
-        if self.laws and len(others) >= 2:
-            for law in self.laws:
-                lr = _fitted(law, tuple(sorted(others.items())), batch)
-                lr = min(max(lr, self.lr_min), self.lr_max)
-                # a law is a guide, not a rule under test: skip it near a tried point
-                candidates.append((lr, f"law:{law}", math.sqrt(self.tolerance)))
-        return candidates
+        return [(lr, "rule:" + "+".join(names), _SAME) for lr, names in merged]
+
+    def _law_candidates(
+        self, batch: int, searched: dict[int, float]
+    ) -> list[tuple[float, str, float]]:
+        """What each law fitted to three or more other batch sizes' optima predicts here; a law
+        is a guide, not a rule under test, so it is skipped near a tried point."""
+        others = tuple(sorted((b, lr) for b, lr in searched.items() if b != batch))
+        if len(others) < 3:
+            return []
+        near = math.sqrt(self.tolerance)
+        return [(self._clip(_fitted(law, others, batch)), f"law:{law}", near) for law in self.laws]
 
     def _scores(self, observations: list[Observation]) -> dict[float, float]:
-        """Mean score per learning rate (lower is better; diverged is +inf)."""
+        """Mean score per learning rate, in increasing lr (lower is better; diverged is +inf)."""
         grouped: dict[float, list[float]] = {}
         for obs in observations:
             if obs.value is None:
                 continue
             key = next((lr for lr in grouped if _same(lr, obs.lr)), obs.lr)
-            score = math.inf if obs.diverged or math.isnan(obs.value) else obs.value
-            grouped.setdefault(key, []).append(score if self.minimize else -score)
+            if obs.diverged or math.isnan(obs.value):
+                score = math.inf
+            else:
+                score = obs.value if self.minimize else -obs.value
+            grouped.setdefault(key, []).append(score)
         return {lr: sum(v) / len(v) for lr, v in sorted(grouped.items())}
+
+    def _value(self, score: float) -> float:
+        return score if self.minimize else -score
+
+    def _bracketed(self, best: float, lrs: list[float]) -> bool:
+        """False when the best lr is the lowest tried at lr_min, or the highest at lr_max."""
+        return not (
+            (best == lrs[0] and best <= self.lr_min * _SAME)
+            or (best == lrs[-1] and best >= self.lr_max / _SAME)
+        )
 
     def _search_best(
         self, first_seed: list[Observation]
@@ -259,14 +290,24 @@ class SweepPlan:
         scores = self._scores(first_seed)
         if not scores:
             return None, None, True
-        best = min(scores, key=lambda lr: (scores[lr], lr))
+        best = _best(scores)
+        return best, self._value(scores[best]), self._bracketed(best, list(scores))
+
+    def _step(self, batch: int, seed: int, scores: dict[float, float]) -> Proposal | None:
+        """Bracket (best at an edge) or refine (a gap next to the best wider than the
+        tolerance) around the best of ``scores``; None when the optimum is pinned."""
         lrs = list(scores)
-        bracketed = not (
-            (best == lrs[0] and best <= self.lr_min * _SAME)
-            or (best == lrs[-1] and best >= self.lr_max / _SAME)
-        )
-        value = scores[best] if self.minimize else -scores[best]
-        return best, value, bracketed
+        i = lrs.index(_best(scores))
+        if i == 0 and lrs[0] > self.lr_min * _SAME:
+            return Proposal(batch, self._clip(lrs[0] / self.bracket_factor), seed, "bracket")
+        if i == len(lrs) - 1 and lrs[-1] < self.lr_max / _SAME:
+            return Proposal(batch, self._clip(lrs[-1] * self.bracket_factor), seed, "bracket")
+        gap_low = lrs[i] / lrs[i - 1] if i > 0 else 0.0
+        gap_high = lrs[i + 1] / lrs[i] if i < len(lrs) - 1 else 0.0
+        if max(gap_low, gap_high) > self.tolerance:
+            neighbour = lrs[i - 1] if gap_low >= gap_high else lrs[i + 1]
+            return Proposal(batch, math.sqrt(lrs[i] * neighbour), seed, "refine")
+        return None
 
     def _search(
         self, batch: int, first_seed: list[Observation], candidates: list[tuple[float, str, float]]
@@ -278,32 +319,16 @@ class SweepPlan:
                 return Proposal(batch, lr, 0, reason), True
         if any(o.value is None for o in first_seed):
             return None, True  # the next step depends on a running trial
-        scores = self._scores(first_seed)
-        lrs = list(scores)
-        i = min(range(len(lrs)), key=lambda k: (scores[lrs[k]], lrs[k]))
-        if i == 0 and lrs[0] > self.lr_min * _SAME:
-            return Proposal(
-                batch, max(lrs[0] / self.bracket_factor, self.lr_min), 0, "bracket"
-            ), True
-        if i == len(lrs) - 1 and lrs[-1] < self.lr_max / _SAME:
-            return Proposal(
-                batch, min(lrs[-1] * self.bracket_factor, self.lr_max), 0, "bracket"
-            ), True
-        gap_low = lrs[i] / lrs[i - 1] if i > 0 else 0.0
-        gap_high = lrs[i + 1] / lrs[i] if i < len(lrs) - 1 else 0.0
-        if max(gap_low, gap_high) > self.tolerance:
-            neighbour = lrs[i - 1] if gap_low >= gap_high else lrs[i + 1]
-            return Proposal(batch, math.sqrt(lrs[i] * neighbour), 0, "refine"), True
-        return None, False
+        proposal = self._step(batch, 0, self._scores(first_seed))
+        return proposal, proposal is not None
 
     def _replicate(
         self, batch: int, observations: list[Observation]
-    ) -> tuple[Proposal | None, tuple[float, float] | None]:
-        """The next replicate at ``batch``, and the seed-pooled best (lr, value) once known."""
-        first_seed = [o for o in observations if o.seed == 0]
-        scores = self._scores(first_seed)
-        lrs = list(scores)
-        best = min(range(len(lrs)), key=lambda k: (scores[lrs[k]], lrs[k]))
+    ) -> tuple[Proposal | None, tuple[float, float, bool] | None]:
+        """The next replicate (or pooled refinement) at ``batch``, and once every seed has run
+        at the best point and its neighbours, the seed-pooled (best lr, value, bracketed)."""
+        lrs = list(self._scores([o for o in observations if o.seed == 0]))
+        best = lrs.index(_best(self._scores([o for o in observations if o.seed == 0])))
         targets = {k for k in (best - 1, best, best + 1) if 0 <= k < len(lrs)}
         while True:
             for k in sorted(targets, key=lambda k: abs(k - best)):
@@ -314,12 +339,20 @@ class SweepPlan:
             if any(o.value is None for o in chosen):
                 return None, None
             pooled = self._scores(chosen)
-            top = min(pooled, key=lambda lr: (pooled[lr], lr))
+            top = _best(pooled)
             k_top = next(k for k in targets if _same(lrs[k], top))
             missing = {k for k in (k_top - 1, k_top + 1) if 0 <= k < len(lrs)} - targets
-            if not missing:
-                return None, (top, pooled[top] if self.minimize else -pooled[top])
-            targets |= missing
+            if missing:
+                targets |= missing
+                continue
+            # The pooled best and both its neighbours have every seed: is it still pinned?
+            step = self._step(batch, 0, pooled)
+            return step, (top, self._value(pooled[top]), self._bracketed(top, lrs))
+
+
+def _best(scores: dict[float, float]) -> float:
+    """The learning rate with the lowest score (the lower lr on a tie)."""
+    return min(scores, key=lambda lr: (scores[lr], lr))
 
 
 @lru_cache(maxsize=256)

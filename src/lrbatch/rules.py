@@ -54,7 +54,8 @@ def linear(batch: float, base_batch: float, base_lr: float) -> float:
 
 def square_root(batch: float, base_batch: float, base_lr: float) -> float:
     """η0 · √(B/B0) (Krizhevsky 2014, arXiv:1404.5997; Hoffer et al. 2017, arXiv:1705.08741;
-    for Adam, Malladi et al. 2022, arXiv:2205.10287)."""
+    for Adam, Malladi et al. 2022, arXiv:2205.10287, whose full rule also scales β1, β2 and ε:
+    this function scales the learning rate only)."""
     _check_positive(batch=batch, base_batch=base_batch, base_lr=base_lr)
     return base_lr * math.sqrt(batch / base_batch)
 

@@ -52,16 +52,16 @@ def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> l
         if "batch_size" not in trial.params or "lr" not in trial.params:
             continue
         value = trial.value if trial.state == TrialState.COMPLETE else None
-        diverged = bool(trial.user_attrs.get("diverged")) or (
-            value is not None and not math.isfinite(value)
-        )
+        # lrbatch records divergence; for other trials a non-finite value means it
+        diverged = trial.user_attrs.get("diverged", value is not None and not math.isfinite(value))
         seen.append(
             Observation(
                 batch_size=int(trial.params["batch_size"]),
                 lr=float(trial.params["lr"]),
                 seed=int(trial.params.get("seed", 0)),
                 value=value,
-                diverged=diverged,
+                diverged=bool(diverged),
+                reason=trial.user_attrs.get("reason"),
             )
         )
     return seen
@@ -154,8 +154,12 @@ def _fit_into(name: str, value: float, distribution: BaseDistribution) -> Any:
             )
         return value
     low, high = distribution.low, distribution.high  # type: ignore[attr-defined]
-    clipped = min(max(value, low), high)
-    return round(clipped) if name != "lr" else float(clipped)
+    if not low * (1 - 1e-9) <= value <= high * (1 + 1e-9):
+        raise ValueError(
+            f"the plan proposed {name}={value!r}, outside the objective's range [{low}, {high}]; "
+            "make the plan's batch sizes and lr bounds lie within the objective's"
+        )
+    return round(value) if name != "lr" else float(min(max(value, low), high))
 
 
 def stop_when_plan_finished(study: Study, trial: FrozenTrial) -> None:

@@ -28,7 +28,7 @@ from lrbatch.display import SweepProgress
 from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
 from lrbatch.sampler import LRBatchSampler, observations
 from lrbatch.storage import check_storage, default_url, open_storage, redact
-from lrbatch.train import _build_model, load_data, make_fabric, train
+from lrbatch.train import build_model, load_data, make_fabric, train
 
 __all__ = ["TRAINING_SETTINGS", "SweepOutcome", "Worker", "prepare", "run_sweep", "storage_url"]
 
@@ -42,7 +42,10 @@ TRAINING_SETTINGS = (
     "study.metric",
     "study.direction",
     "hardware.precision",
+    "hardware.max_micro_batch",  # BatchNorm sees the micro-batch
 )
+# ...less where the data lives, which differs between machines sharing one study
+_LOCAL_SETTINGS = ("data_dir", "download")
 _POLL_S = 2.0  # how often a worker with nothing to do looks at the study again
 
 
@@ -80,7 +83,19 @@ def training_settings(cfg: DictConfig) -> dict[str, Any]:
         for part in key.split("."):
             value = value[part]
         settings[key] = value
+    settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in _LOCAL_SETTINGS}
     return settings
+
+
+def objective_name(cfg: DictConfig) -> str:
+    """What a trial's value is: ``study.metric``, or steps to target."""
+    return "steps to target" if cfg.budget.kind == "target" else str(cfg.study.metric)
+
+
+def objective_direction(cfg: DictConfig) -> str:
+    """The study's direction: ``study.direction``, except that with the target budget the
+    objective is optimizer steps to reach the target, and fewer is better."""
+    return "minimize" if cfg.budget.kind == "target" else str(cfg.study.direction)
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -130,12 +145,12 @@ def _check_data_and_model(cfg: DictConfig, plan: SweepPlan, fabric: L.Fabric) ->
     measured = ["val_loss", "train_loss"] + (["val_acc"] if data.task == "classification" else [])
     if cfg.budget.kind == "target":
         measured.remove("train_loss")
-    if cfg.study.metric not in measured and cfg.model._target_.startswith("lrbatch."):
+    if cfg.study.metric not in measured:
         raise ConfigError(
             f"study.metric={cfg.study.metric!r} is not accepted; accepted: {', '.join(measured)}"
         )
     try:  # build once so that a model or optimizer error shows before any trial
-        model = _build_model(cfg, data)
+        model = build_model(cfg, data)
         instantiate(cfg.optimizer)(model.parameters(), lr=plan.lr_min)
         with fabric.autocast():
             model(data.x_train[:2])
@@ -153,20 +168,21 @@ def prepare(cfg: DictConfig) -> Worker:
         ConfigError: any bad input, before anything is created or trained.
     """
     validate(cfg)
-    plan = SweepPlan.from_config(cfg.sweep, cfg.study.direction)
+    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
     url = storage_url(cfg)
     check_storage(url)
     try:
         fabric = make_fabric(cfg.hardware)
     except Exception as error:
         raise ConfigError(
-            f"hardware.accelerator={cfg.hardware.accelerator!r} cannot be used here: {error}"
+            f"hardware (accelerator={cfg.hardware.accelerator!r}, "
+            f"precision={cfg.hardware.precision!r}) cannot be used here: {error}"
         ) from None
     data = _check_data_and_model(cfg, plan, fabric)
     sampler = LRBatchSampler(plan)
     storage = open_storage(url)
     # with the target budget the objective is steps to reach the target: fewer is better
-    direction: Any = "minimize" if cfg.budget.kind == "target" else str(cfg.study.direction)
+    direction: Any = objective_direction(cfg)
     study = optuna.create_study(
         storage=storage,
         study_name=cfg.study.name,
@@ -206,6 +222,9 @@ def _objective(
         lr = trial.suggest_float("lr", plan.lr_min, plan.lr_max, log=True)
         seed = trial.suggest_int("seed", 0, plan.seeds - 1)
         proposal = worker.sampler.proposal(trial.number) or Proposal(batch, lr, seed, "fixed")
+        if proposal.reason == "explore":  # another worker took the planned point meanwhile
+            trial.set_user_attr("reason", "explore (skipped: the plan had nothing to propose)")
+            raise optuna.TrialPruned()
         seen = worker.observations()
         progress.update(seen, proposal)
         anchor = plan.anchor_lr(seen)
@@ -260,7 +279,7 @@ def run_sweep(
     title = f"lrbatch sweep · study {cfg.study.name!r} in {redact(storage_url(cfg))}"
     done: list[tuple[Proposal, Any]] = []
     objective = _objective(
-        worker, progress := SweepProgress(console, worker.plan, cfg.study.metric, title), done
+        worker, progress := SweepProgress(console, worker.plan, objective_name(cfg), title), done
     )
     why = "paused"
     with progress:

@@ -10,6 +10,7 @@ the examples in the same order (SCIENCE.md, *Measurement practice*).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lrbatch.config import BudgetConfig, ScheduleConfig
-from lrbatch.data import TensorData
+from lrbatch.data import TensorData, load_tensors
 
 __all__ = [
     "TrialResult",
+    "build_model",
+    "evaluate",
     "load_data",
     "lr_factor",
     "make_fabric",
@@ -102,7 +105,15 @@ def lr_factor(schedule: Any, samples_seen: int, total_samples: int) -> float:
 
 
 def make_fabric(hardware: DictConfig) -> L.Fabric:
-    """A single-device Fabric for this worker, with CPU threads set."""
+    """A single-device Fabric for this worker, with CPU threads set.
+
+    Raises:
+        ValueError: float16 mixed precision asked for on the CPU (Lightning would use bf16).
+    """
+    if hardware.precision == "16-mixed" and hardware.accelerator == "cpu":
+        raise ValueError(
+            "hardware.precision='16-mixed' needs a GPU; on the CPU use 32 or bf16-mixed"
+        )
     if hardware.threads:
         torch.set_num_threads(int(hardware.threads))
     precision: Any = (
@@ -114,14 +125,11 @@ def make_fabric(hardware: DictConfig) -> L.Fabric:
 
 def load_data(cfg: DictConfig) -> TensorData:
     """Build the dataset from ``cfg.dataset`` (any accepted ``_target_`` return, see README)."""
-    from lrbatch.data import load_tensors
-
     return load_tensors(instantiate(cfg.dataset))
 
 
-def _build_model(cfg: DictConfig, data: TensorData) -> nn.Module:
-    import inspect
-
+def build_model(cfg: DictConfig, data: TensorData) -> nn.Module:
+    """The model of ``cfg.model``, given ``in_shape`` and ``num_outputs`` if it accepts them."""
     target = instantiate(cfg.model, _partial_=True)
     accepted = inspect.signature(target.func).parameters
     supplied = {"in_shape": data.input_shape, "num_outputs": data.num_outputs}
@@ -213,7 +221,7 @@ def train(
     target = float(budget.target) if budget.target is not None else math.nan
 
     torch.manual_seed(seed)  # same initial weights for every lr at this seed
-    model = _build_model(cfg, data)
+    model = build_model(cfg, data)
     custom_loss = _uses_training_step(model)
     optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=lr)
     wrapped, optimizer = fabric.setup(model, optimizer)
