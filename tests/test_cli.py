@@ -1,5 +1,6 @@
 """The command line as a user types it."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,23 @@ def test_console_script_runs_a_sweep_and_resumes(workdir: Path) -> None:
     assert second.returncode == 0 and "Sweep complete" in second.stdout, (
         second.stdout + second.stderr
     )
+
+
+def test_import_then_report_from_the_command_line(workdir: Path, capsys) -> None:
+    assert main(["report"]) == 2
+    assert "no study found in runs/" in capsys.readouterr().out
+    grid = workdir / "grid.csv"
+    rows = ["batch_size,lr,metric,seed"]
+    for batch in (64, 256, 1024):
+        for lr in (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64):
+            for seed in (0, 1):
+                optimum = 0.04 * (batch / 64) ** 0.5
+                rows.append(f"{batch},{lr},{(math.log(lr / optimum)) ** 2 + 0.01 * seed},{seed}")
+    grid.write_text("\n".join(rows) + "\n")
+    url = f"sqlite:///{workdir}/paper.db"
+    assert main(["import", str(grid), "--storage", url, "--study", "paper"]) == 0
+    assert "Imported 42 trials" in capsys.readouterr().out
+    assert main(["report", "--storage", url, "--study", "paper", "--out", "rep"]) == 0
+    out = capsys.readouterr().out
+    assert "Verdict:" in out and "square_root" in out
+    assert {p.name for p in (workdir / "rep").iterdir()} >= {"summary.json", "report.html"}

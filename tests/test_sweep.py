@@ -239,6 +239,10 @@ def test_target_budget_sweep_picks_the_fewest_steps(workdir: Path) -> None:
     for batch, state in outcome.plan.states(outcome.observations).items():
         steps = [o.value for o in outcome.observations if o.batch_size == batch]
         assert math.isfinite(state.best_value) and state.best_value == min(steps), batch
-    capped = [t for t in study.trials if t.user_attrs["reached_target"] is False
-              and t.user_attrs["steps"] == 4 * 800 // t.params["batch_size"]]
+    capped = [
+        t
+        for t in study.trials
+        if t.user_attrs["reached_target"] is False
+        and t.user_attrs["steps"] == 4 * 800 // t.params["batch_size"]
+    ]
     assert capped and all(not t.user_attrs["diverged"] for t in capped)  # never reached ≠ diverged

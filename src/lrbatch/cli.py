@@ -2,6 +2,9 @@
 
 lrbatch sweep [SWEEP_FILE] [OVERRIDES...]      run or resume a sweep
 lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
+lrbatch report [--storage URL] [--study NAME] [--out DIR]   analyse a study
+lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
+lrbatch import FILE.csv --storage URL --study NAME          load a grid measured elsewhere
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -50,6 +55,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         )
         return 130
     console.print(summary_table(outcome.plan, outcome.observations, objective_name(cfg)))
+    _print_verdict(cfg, console)
     ends = {
         "complete": "Sweep complete: every optimum is pinned and replicated.",
         "budget": f"Sweep stopped: its trial budget (sweep.max_trials={outcome.plan.max_trials}) "
@@ -61,6 +67,17 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         f"Study {outcome.study_name!r} in {outcome.storage}."
     )
     return 0
+
+
+def _print_verdict(cfg: DictConfig, console: Console) -> None:
+    """After a sweep, the report's verdict (the full report: `lrbatch report`)."""
+    from lrbatch.report import build_report
+    from lrbatch.study_io import open_study
+    from lrbatch.sweep import storage_url
+
+    report = build_report(open_study(storage_url(cfg), cfg.study.name))
+    if report.verdict is not None:
+        console.print(f"[bold]Verdict:[/] {report.verdict.text}  (details: lrbatch report)")
 
 
 def _predict(args: argparse.Namespace, console: Console) -> int:
@@ -143,7 +160,95 @@ def _parser() -> argparse.ArgumentParser:
         help="B_noise (saturating) and B_peak (surge), in samples",
     )
     pred.add_argument("--alpha", type=float, default=None, help="exponent of a power-law rule")
+
+    report = commands.add_parser(
+        "report", help="analyse a study: optima, laws, rules' regret, plots"
+    )
+    _study_arguments(report)
+    report.add_argument(
+        "--out", type=Path, default=None, help="report directory (default: runs/<study>-report)"
+    )
+    report.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="do not save the figures and verdict into the study",
+    )
+
+    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on 127.0.0.1")
+    dashboard.add_argument(
+        "--storage", default=None, help="SQLAlchemy URL (default: the last sweep's in ./runs/)"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8080)
+
+    imported = commands.add_parser(
+        "import",
+        help="load a CSV grid (batch_size, lr, metric[, seed, steps, diverged]) into a study",
+    )
+    imported.add_argument("csv", type=Path)
+    imported.add_argument(
+        "--storage", required=True, help="SQLAlchemy URL, e.g. sqlite:///runs/paper.db"
+    )
+    imported.add_argument("--study", required=True, help="study name")
+    imported.add_argument(
+        "--direction",
+        choices=("minimize", "maximize"),
+        default="minimize",
+        help="of the metric column",
+    )
     return parser
+
+
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage", default=None, help="SQLAlchemy URL (default: the last sweep's in ./runs/)"
+    )
+    parser.add_argument(
+        "--study", default=None, help="study name (default: the storage's most recent)"
+    )
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    from lrbatch.report import build_report, publish, render, write_report
+    from lrbatch.study_io import find_last_study, open_study
+
+    study = open_study(args.storage or find_last_study(), args.study)
+    report = build_report(study)
+    console.print(render(report))
+    out = args.out or Path("runs") / f"{study.study_name}-report"
+    written = write_report(report, study, out)
+    if not args.no_dashboard:
+        publish(report, study)
+    console.print(
+        f"Wrote {len(written)} files to {out}/ (report.html, summary.json, trials.csv, plots)."
+    )
+    return 0
+
+
+def _dashboard(args: argparse.Namespace, console: Console) -> int:
+    from optuna_dashboard import run_server
+
+    from lrbatch.storage import open_storage, redact
+    from lrbatch.study_io import find_last_study
+
+    url = args.storage or find_last_study()
+    console.print(
+        f"optuna-dashboard for {redact(url)} on http://{args.host}:{args.port}/ (Ctrl-C stops it)"
+    )
+    run_server(open_storage(url, heartbeat=False), host=args.host, port=args.port)
+    return 0
+
+
+def _import(args: argparse.Namespace, console: Console) -> int:
+    from lrbatch.storage import redact
+    from lrbatch.study_io import import_csv
+
+    added = import_csv(args.csv, args.storage, args.study, args.direction)
+    console.print(
+        f"Imported {added} trials into study {args.study!r} in {redact(args.storage)}; "
+        f"see them with: lrbatch report --storage {redact(args.storage)} --study {args.study}"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,7 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     _quiet_libraries()
     try:
-        return _sweep(args, console) if args.command == "sweep" else _predict(args, console)
+        commands = {
+            "sweep": _sweep,
+            "predict": _predict,
+            "report": _report,
+            "dashboard": _dashboard,
+            "import": _import,
+        }
+        return commands[args.command](args, console)
     except ConfigError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return 2

@@ -231,6 +231,7 @@ def _objective(
         trial.set_user_attr("reason", proposal.reason)
         trial.set_user_attr("effective_batch", batch)
         trial.set_user_attr("seed", seed)
+        trial.set_user_attr("base_lr", anchor)  # η0 the rules were anchored at, at B0
         trial.set_user_attr(
             "predictions", {} if anchor is None else plan.predictions(batch, anchor)
         )

@@ -1,0 +1,387 @@
+"""``lrbatch report``: a study turned into the answer, as a table, files and dashboard views.
+
+The analysis itself is in :mod:`lrbatch.analysis` (pure functions); this module reads the
+study, calls it, and writes what a user reads: a rich table with the verdict, a report
+directory (PNG plots, a self-contained HTML report, ``trials.csv``, ``summary.json``) and the
+same figures and verdict saved into the study for optuna-dashboard.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from lrbatch import __version__
+from lrbatch.analysis import (
+    BatchOptimum,
+    CriticalBatch,
+    LawFit,
+    RuleRegret,
+    TrialPoint,
+    Verdict,
+    batch_optima,
+    critical_batch,
+    fit_laws,
+    rule_regrets,
+    verdict,
+)
+from lrbatch.figures import (
+    FigureSpec,
+    curves_figure,
+    heatmap_figure,
+    optimum_figure,
+    target_figure,
+    to_plotly,
+    to_png,
+)
+from lrbatch.rules import predict
+from lrbatch.study_io import load_points
+
+__all__ = ["SCHEMA", "Report", "build_report", "publish", "render", "summary", "write_report"]
+
+SCHEMA = "lrbatch.report/1"  # summary.json's "schema"; documented in docs/report.md
+_DEFAULT_RULES = ("constant", "linear", "square_root")
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the report shows, computed from one study."""
+
+    study_name: str
+    metric: str
+    minimize: bool
+    base_batch: int
+    base_lr: float | None  # η0 anchoring the rules (configured, else the optimum at B0)
+    rules: tuple[str, ...]
+    b_noise: float | None
+    points: list[TrialPoint]
+    optima: list[BatchOptimum]
+    fits: list[LawFit]
+    verdict: Verdict | None
+    regrets: list[RuleRegret]
+    critical: CriticalBatch | None
+
+    def rule_lines(self) -> dict[str, list[float]]:
+        """Each rule's learning rate at each measured batch size."""
+        if self.base_lr is None:
+            return {}
+        lines: dict[str, list[float]] = {}
+        for optimum in self.optima:
+            predicted = predict(
+                self.base_lr, self.base_batch, optimum.batch_size, self.rules, self.b_noise
+            )
+            for rule, lr in predicted.items():
+                lines.setdefault(rule, []).append(lr)
+        return lines
+
+    def figures(self) -> list[FigureSpec]:
+        specs = [
+            optimum_figure(self.optima, self.fits, self.rule_lines()),
+            curves_figure(self.points, self.metric),
+            heatmap_figure(self.points, self.metric),
+        ]
+        if self.critical is not None:
+            specs.append(target_figure(self.critical))
+        return specs
+
+
+def build_report(study: optuna.Study) -> Report:
+    """Analyse a study made by ``lrbatch sweep`` (or ``lrbatch import``)."""
+    config: dict[str, Any] = study.user_attrs.get("lrbatch.config") or {}
+    sweep = config.get("sweep", {})
+    budget = config.get("budget", {})
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    points = load_points(study.get_trials(deepcopy=False))
+    optima = batch_optima(points, minimize=minimize)
+    batches = [o.batch_size for o in optima]
+    base_batch = int(sweep.get("base_batch") or (min(batches) if batches else 0))
+    base_lr = (
+        sweep.get("base_lr")
+        or _sweep_anchor(study)
+        or next((o.lr_opt for o in optima if o.batch_size == base_batch), None)
+    )
+    rules = tuple(sweep.get("rules") or _DEFAULT_RULES)
+    b_noise = sweep.get("b_noise")
+    fits = fit_laws(optima) if len(optima) >= 2 else []
+    regrets = (
+        []
+        if base_lr is None
+        else rule_regrets(points, optima, base_batch, base_lr, rules, minimize, b_noise)
+    )
+    target = budget.get("kind") == "target" or any(p.reached_target is not None for p in points)
+    return Report(
+        study_name=study.study_name,
+        metric="steps to target"
+        if target
+        else str(config.get("study", {}).get("metric", "metric")),
+        minimize=minimize,
+        base_batch=base_batch,
+        base_lr=base_lr,
+        rules=rules,
+        b_noise=b_noise,
+        points=points,
+        optima=optima,
+        fits=fits,
+        verdict=verdict(fits, optima) if fits else None,
+        regrets=regrets,
+        critical=critical_batch(points) if target else None,
+    )
+
+
+def _sweep_anchor(study: optuna.Study) -> float | None:
+    """η0 the sweep anchored its rule predictions at (and so trained them at), if recorded."""
+    anchors = [t.user_attrs.get("base_lr") for t in study.get_trials(deepcopy=False)]
+    return next((float(a) for a in reversed(anchors) if a), None)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def summary(report: Report) -> dict[str, Any]:
+    """``summary.json``'s content (schema :data:`SCHEMA`; non-finite numbers become null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float):
+            return _finite(value)
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(
+        {
+            "schema": SCHEMA,
+            "lrbatch_version": __version__,
+            "study": report.study_name,
+            "metric": report.metric,
+            "direction": "minimize" if report.minimize else "maximize",
+            "base_point": {"batch_size": report.base_batch, "lr": report.base_lr},
+            "trials": len(report.points),
+            "optima": [asdict(o) for o in report.optima],
+            "fits": [
+                {**asdict(f), "intervals": {k: list(v) for k, v in f.intervals.items()}}
+                for f in report.fits
+            ],
+            "verdict": None if report.verdict is None else asdict(report.verdict),
+            "regrets": [asdict(r) for r in report.regrets],
+            "critical_batch": None if report.critical is None else asdict(report.critical),
+        }
+    )
+
+
+def _verdict_text(report: Report) -> str:
+    if report.verdict is None:
+        return "Fewer than two batch sizes measured: no law can be fitted yet."
+    return report.verdict.text
+
+
+def _lr(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.3g}"
+
+
+def render(report: Report) -> Group:
+    """The answer for the terminal: optima, rules' ratios and regrets, fitted laws, verdict."""
+    optima = Table(
+        title=f"Optimal learning rate per batch size — study {report.study_name!r}",
+        title_justify="left",
+    )
+    for column in (
+        "batch",
+        "optimal lr",
+        "90% interval",
+        report.metric,
+        "trials",
+        "seeds",
+        "diverged from",
+    ):
+        optima.add_column(column, justify="right")
+    optima.add_column("note")
+    for o in report.optima:
+        note = "" if o.bracketed else "not bracketed: best at the edge of what was tried"
+        optima.add_row(
+            str(o.batch_size),
+            _lr(o.lr_opt),
+            f"{_lr(o.lr_low)}–{_lr(o.lr_high)}",
+            f"{o.value_opt:.4g}",
+            str(o.trials),
+            str(o.seeds),
+            _lr(o.stability_edge),
+            note,
+        )
+
+    rules = Table(
+        title=f"Each rule, anchored at η0 = {_lr(report.base_lr)} at B0 = {report.base_batch}: "
+        f"predicted/optimal lr (regret in {report.metric})",
+        title_justify="left",
+    )
+    rules.add_column("batch", justify="right")
+    for rule in report.rules:
+        rules.add_column(rule, justify="right")
+    for batch in [o.batch_size for o in report.optima]:
+        cells = []
+        for rule in report.rules:
+            r = next((r for r in report.regrets if r.rule == rule and r.batch_size == batch), None)
+            cells.append("—" if r is None else f"×{r.ratio:.2g} ({_regret(r)})")
+        rules.add_row(str(batch), *cells)
+
+    laws = Table(title="Laws fitted across batch sizes (log–log)", title_justify="left")
+    for column in (
+        "law",
+        "parameters (90% interval)",
+        "rms log error",
+        "AICc",
+        "leave-one-out rms",
+    ):
+        laws.add_column(column, justify="right" if column != "law" else "left")
+    for fit in sorted(report.fits, key=lambda f: f.aicc):
+        params = ", ".join(
+            f"{k} = {v:.3g} [{report_interval(fit, k)}]" for k, v in fit.params.items()
+        )
+        laws.add_row(
+            fit.law, params, f"{fit.rms_log_error:.3f}", f"{fit.aicc:.1f}", f"{fit.loo_rms:.3f}"
+        )
+
+    parts: list[Any] = [optima, rules, laws]
+    if report.critical is not None:
+        c = report.critical
+        parts.append(
+            Text(
+                f"Critical batch (McCandlish et al. 2018): B_noise ≈ {c.b_noise:.3g} "
+                f"[{c.b_noise_interval[0]:.3g}–{c.b_noise_interval[1]:.3g}], "
+                f"B_crit = E_min/S_min ≈ {c.b_crit:.3g}, S_min ≈ {c.s_min:.3g} steps."
+            )
+        )
+    parts.append(Text("Verdict: " + _verdict_text(report), style="bold"))
+    return Group(*parts)
+
+
+def report_interval(fit: LawFit, key: str) -> str:
+    low, high = fit.intervals.get(key, (math.nan, math.nan))
+    return f"{low:.3g}–{high:.3g}"
+
+
+def _regret(r: RuleRegret) -> str:
+    if math.isinf(r.regret):
+        return "diverged"
+    if math.isnan(r.regret):
+        return "outside tried range"
+    return f"+{r.regret:.3g}" + ("" if r.measured else " interp.")
+
+
+def write_report(report: Report, study: optuna.Study, out_dir: Path) -> list[Path]:
+    """Write PNGs, ``report.html``, ``trials.csv`` and ``summary.json`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [to_png(spec, out_dir / f"{spec.key}.png") for spec in report.figures()]
+    written.append(_write_html(report, out_dir / "report.html"))
+    written.append(_write_trials(study, out_dir / "trials.csv"))
+    summary_path = out_dir / "summary.json"
+    summary_path.write_text(json.dumps(summary(report), indent=2))
+    written.append(summary_path)
+    return written
+
+
+def _write_trials(study: optuna.Study, path: Path) -> Path:
+    columns = [
+        "number",
+        "state",
+        "batch_size",
+        "lr",
+        "seed",
+        "value",
+        "diverged",
+        "reason",
+        "steps",
+        "samples",
+        "micro_batch",
+        "accumulation_steps",
+        "wall_time_s",
+        "device",
+    ]
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        for t in study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            writer.writerow(
+                [
+                    t.number,
+                    t.state.name,
+                    t.params.get("batch_size"),
+                    t.params.get("lr"),
+                    t.params.get("seed"),
+                    t.value,
+                    a.get("diverged"),
+                    a.get("reason"),
+                    a.get("steps"),
+                    a.get("samples"),
+                    a.get("micro_batch"),
+                    a.get("accumulation_steps"),
+                    a.get("wall_time_s"),
+                    a.get("device"),
+                ]
+            )
+    return path
+
+
+def markdown_verdict(report: Report) -> str:
+    """The verdict and the optima as Markdown (the dashboard note, the HTML report)."""
+    lines = [
+        f"## lrbatch: {report.study_name}",
+        "",
+        f"**Verdict.** {_verdict_text(report)}",
+        "",
+    ]
+    lines += [
+        "| batch | optimal lr | 90% interval | " + report.metric + " | trials |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {o.batch_size} | {_lr(o.lr_opt)} | {_lr(o.lr_low)}–{_lr(o.lr_high)} "
+        f"| {o.value_opt:.4g} | {o.trials} |"
+        for o in report.optima
+    ]
+    lines += [
+        "",
+        f"Rules anchored at η0 = {_lr(report.base_lr)} at B0 = {report.base_batch}. "
+        f"Generated by lrbatch {__version__}.",
+    ]
+    return "\n".join(lines)
+
+
+def _write_html(report: Report, path: Path) -> Path:
+    import html
+
+    figures = [to_plotly(spec) for spec in report.figures()]
+    body = [
+        f"<h1>lrbatch report: {html.escape(report.study_name)}</h1>",
+        f"<p><b>Verdict.</b> {html.escape(_verdict_text(report))}</p>",
+    ]
+    for i, figure in enumerate(figures):
+        body.append(figure.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>lrbatch report</title></head>"
+        "<body style='font-family:sans-serif;max-width:1000px;margin:auto'>"
+        + "\n".join(body)
+        + "</body></html>"
+    )
+    return path
+
+
+def publish(report: Report, study: optuna.Study) -> None:
+    """Save the figures and the verdict into the study for optuna-dashboard (replacing the last)."""
+    from optuna_dashboard import save_note, save_plotly_graph_object
+
+    for spec in report.figures():
+        save_plotly_graph_object(study, to_plotly(spec), graph_object_id=f"lrbatch-{spec.key}")
+    save_note(study, markdown_verdict(report))

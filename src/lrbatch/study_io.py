@@ -1,0 +1,177 @@
+"""Reading a study's trials for analysis, importing grids measured elsewhere, finding studies.
+
+A grid measured with another tool (or published in a paper) becomes an Optuna study with the
+same parameters and attributes as a sweep's, so the same report runs on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from lrbatch.analysis import TrialPoint
+from lrbatch.config import ConfigError
+from lrbatch.storage import open_storage, redact
+
+__all__ = ["find_last_study", "import_csv", "load_points", "open_study"]
+
+_REQUIRED = ("batch_size", "lr", "metric")
+_OPTIONAL = ("seed", "steps", "diverged")
+_TRUE = {"1", "true", "yes", "y", "t"}
+
+
+def trial_point(trial: FrozenTrial) -> TrialPoint | None:
+    """The analysis' view of a finished trial, or None for one without batch size and lr."""
+    if trial.state != TrialState.COMPLETE or not {"batch_size", "lr"} <= set(trial.params):
+        return None
+    value = float(trial.value if trial.value is not None else math.nan)
+    attrs = trial.user_attrs
+    return TrialPoint(
+        batch_size=int(trial.params["batch_size"]),
+        lr=float(trial.params["lr"]),
+        seed=int(trial.params.get("seed", attrs.get("seed", 0))),
+        value=value,
+        diverged=bool(attrs.get("diverged")) or not math.isfinite(value),
+        steps=attrs.get("steps"),
+        samples=attrs.get("samples"),
+        reached_target=attrs.get("reached_target"),
+    )
+
+
+def load_points(trials: Iterable[FrozenTrial]) -> list[TrialPoint]:
+    """Every finished trial with a batch size and a learning rate."""
+    return [p for p in map(trial_point, trials) if p is not None]
+
+
+def open_study(storage_url: str, study_name: str | None) -> optuna.Study:
+    """Load a study; with no name, the storage's only (or most recently created) study.
+
+    Raises:
+        ConfigError: no such study, or the storage holds none.
+    """
+    storage = open_storage(storage_url, heartbeat=False)
+    names = [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
+    if not names:
+        raise ConfigError(f"storage {redact(storage_url)} holds no study")
+    if study_name is None:
+        study_name = names[-1]
+    elif study_name not in names:
+        raise ConfigError(
+            f"study {study_name!r} is not in {redact(storage_url)}; it holds: {', '.join(names)}"
+        )
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def find_last_study(runs_dir: Path = Path("runs")) -> str:
+    """The storage URL of the most recently written SQLite study under ``runs_dir``.
+
+    Raises:
+        ConfigError: there is none.
+    """
+    candidates = sorted(runs_dir.glob("*.db"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError(
+            f"no study found in {runs_dir}/: run `lrbatch sweep` first, or give --storage"
+        )
+    return f"sqlite:///{candidates[-1]}"
+
+
+def _parse_row(
+    row: dict[str, str], line: int, path: Path
+) -> tuple[int, float, float, int, int | None, bool]:
+    def bad(column: str, accepted: str) -> ConfigError:
+        return ConfigError(
+            f"{path}:{line}: {column}={row.get(column)!r} is not accepted; {accepted}"
+        )
+
+    try:
+        batch = int(row["batch_size"])
+        if batch <= 0:
+            raise ValueError
+    except ValueError:
+        raise bad("batch_size", "a positive integer is needed") from None
+    try:
+        lr = float(row["lr"])
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ValueError
+    except ValueError:
+        raise bad("lr", "a positive number is needed") from None
+    diverged = (row.get("diverged") or "").strip().lower() in _TRUE
+    try:
+        metric = float(row["metric"]) if (row["metric"] or "").strip() else math.nan
+    except ValueError:
+        raise bad("metric", "a number (or empty for a diverged run) is needed") from None
+    try:
+        seed = int(row.get("seed") or 0)
+        steps = int(row["steps"]) if (row.get("steps") or "").strip() else None
+    except ValueError:
+        raise bad("seed/steps", "integers are needed") from None
+    return batch, lr, metric, seed, steps, diverged or not math.isfinite(metric)
+
+
+def import_csv(
+    path: Path,
+    storage_url: str,
+    study_name: str,
+    direction: Literal["minimize", "maximize"] = "minimize",
+) -> int:
+    """Load a CSV grid (columns ``batch_size, lr, metric``; optional ``seed, steps, diverged``)
+    into a new or existing study; returns the number of trials added.
+
+    Every row is checked before anything is written: a bad row adds nothing.
+
+    Raises:
+        ConfigError: a missing column or a bad value, naming the line.
+    """
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        columns = set(reader.fieldnames or ())
+        missing = [c for c in _REQUIRED if c not in columns]
+        if missing:
+            raise ConfigError(
+                f"{path} lacks column(s) {', '.join(missing)}; needed: {', '.join(_REQUIRED)}, "
+                f"optional: {', '.join(_OPTIONAL)}"
+            )
+        rows = [_parse_row(row, line, path) for line, row in enumerate(reader, start=2)]
+    if not rows:
+        raise ConfigError(f"{path} has no rows")
+    worst = math.inf if direction == "minimize" else -math.inf
+    batches = [r[0] for r in rows]
+    lrs = [r[1] for r in rows]
+    seeds = [r[3] for r in rows]
+    distributions = {
+        "batch_size": IntDistribution(min(batches), max(batches), log=True),
+        "lr": FloatDistribution(min(lrs), max(lrs), log=True),
+        "seed": IntDistribution(min(seeds), max(seeds)),
+    }
+    study = optuna.create_study(
+        storage=open_storage(storage_url, heartbeat=False),
+        study_name=study_name,
+        direction=direction,
+        load_if_exists=True,
+    )
+    trials = []
+    for batch, lr, metric, seed, steps, diverged in rows:
+        attrs = {"effective_batch": batch, "seed": seed, "diverged": diverged, "reason": "imported"}
+        if steps is not None:
+            attrs |= {"steps": steps, "samples": steps * batch}
+        trials.append(
+            optuna.trial.create_trial(
+                params={"batch_size": batch, "lr": lr, "seed": seed},
+                distributions=distributions,
+                value=worst if diverged else metric,
+                user_attrs=attrs,
+            )
+        )
+    study.add_trials(trials)
+    study.set_user_attr("lrbatch.imported_from", str(path))
+    return len(trials)

@@ -1,0 +1,171 @@
+"""lrbatch report, import and dashboard on real studies: files valid, a real dashboard server."""
+
+import csv
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import matplotlib.image
+import pytest
+from conftest import ROOT
+
+from lrbatch.config import ConfigError, load_config
+from lrbatch.report import build_report, publish, summary, write_report
+from lrbatch.study_io import import_csv, load_points, open_study
+from lrbatch.sweep import run_sweep
+
+SCHEMA = json.loads((ROOT / "src" / "lrbatch" / "summary.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A complete smoke sweep (three batch sizes) in its own SQLite file."""
+    root = tmp_path_factory.mktemp("smoke")
+    url = f"sqlite:///{root}/smoke.db"
+    run_sweep(
+        load_config(
+            ROOT / "sweeps" / "smoke.yaml",
+            ["sweep.batch_sizes=[32,128,512]", f"study.storage={url}"],
+        )
+    )
+    return url, root
+
+
+def test_report_files_are_valid(smoke_study: tuple[str, Path]) -> None:
+    url, root = smoke_study
+    study = open_study(url, "smoke")
+    report = build_report(study)
+    assert [o.batch_size for o in report.optima] == [32, 128, 512]
+    written = write_report(report, study, root / "report")
+    names = {p.name for p in written}
+    assert {
+        "optimal_lr.png",
+        "metric_vs_lr.png",
+        "heatmap.png",
+        "report.html",
+        "trials.csv",
+        "summary.json",
+    } <= names
+    for png in root.glob("report/*.png"):
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 200
+
+    class Divs(HTMLParser):
+        plots = 0
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag == "div" and ("class", "plotly-graph-div") in attrs:
+                self.plots += 1
+
+    parser = Divs()
+    text = (root / "report" / "report.html").read_text()
+    parser.feed(text)
+    assert parser.plots == 3 and "Verdict" in text and "<script" in text  # plotly.js inline
+
+    data = json.loads((root / "report" / "summary.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert data["study"] == "smoke" and len(data["optima"]) == 3 and data["verdict"]["text"]
+    rows = list(csv.DictReader((root / "report" / "trials.csv").open()))
+    assert len(rows) == len(study.trials)
+
+
+def test_summary_schema_rejects_a_broken_summary(smoke_study: tuple[str, Path]) -> None:
+    data = summary(build_report(open_study(smoke_study[0], "smoke")))
+    data["optima"][0]["lr_opt"] = "fast"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, SCHEMA)
+
+
+def test_import_round_trips_a_csv(tmp_path: Path) -> None:
+    rows = [
+        {
+            "batch_size": b,
+            "lr": lr,
+            "metric": "" if lr > 1 else (math.log(lr / (0.01 * b / 32)) ** 2 + s / 10),
+            "seed": s,
+            "steps": 100,
+            "diverged": "true" if lr > 1 else "false",
+        }
+        for b in (32, 128, 512)
+        for lr in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 3.0)
+        for s in (0, 1)
+    ]
+    path = tmp_path / "grid.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    url = f"sqlite:///{tmp_path}/paper.db"
+    assert import_csv(path, url, "paper") == len(rows)
+    points = load_points(open_study(url, "paper").trials)
+    assert sorted((p.batch_size, p.lr, p.seed) for p in points) == sorted(
+        (r["batch_size"], r["lr"], r["seed"]) for r in rows
+    )
+    assert sum(p.diverged for p in points) == 6 and all(p.steps == 100 for p in points)
+    report = build_report(open_study(url, "paper"))
+    assert [o.batch_size for o in report.optima] == [32, 128, 512]
+    for optimum in report.optima:
+        assert optimum.lr_low <= 0.01 * optimum.batch_size / 32 * 1.5
+        assert optimum.stability_edge == pytest.approx(3.0)
+
+
+def test_import_refuses_a_bad_csv_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("batch_size,lr,metric\n32,0.1,1.0\n32,-0.1,1.0\n")
+    url = f"sqlite:///{tmp_path}/bad.db"
+    with pytest.raises(ConfigError, match=r"bad\.csv:3: lr='-0\.1' is not accepted"):
+        import_csv(path, url, "bad")
+    assert not (tmp_path / "bad.db").exists()
+    path.write_text("batch,lr,metric\n32,0.1,1.0\n")
+    with pytest.raises(ConfigError, match="lacks column"):
+        import_csv(path, url, "bad")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_dashboard_serves_the_study_note_and_plots(smoke_study: tuple[str, Path]) -> None:
+    url, _ = smoke_study
+    study = open_study(url, "smoke")
+    publish(build_report(study), study)
+    publish(build_report(study), study)  # a second report replaces, never duplicates
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lrbatch.cli", "dashboard", "--storage", url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.monotonic() < deadline, "dashboard did not start"
+                time.sleep(0.5)
+        (entry,) = [s for s in studies if s["study_name"] == "smoke"]
+        detail = _get(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}")
+        assert "Verdict" in detail["note"]["body"]
+        ids = sorted(g["id"] for g in detail["plotly_graph_objects"])
+        assert ids == ["lrbatch-heatmap", "lrbatch-metric_vs_lr", "lrbatch-optimal_lr"]
+        assert len(detail["trials"]) == len(study.trials)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
