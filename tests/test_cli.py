@@ -56,7 +56,7 @@ def test_console_script_runs_a_sweep_and_resumes(workdir: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert (
         "Paused after 2 trials" in first.stdout
-        and "Best learning rate per batch size" in first.stdout
+        and "Optimal learning rate per batch size" in first.stdout
     )
     assert (workdir / "runs" / "smoke.db").exists()
     second = subprocess.run(command[:-2], capture_output=True, text=True, timeout=300)

@@ -49,6 +49,7 @@ def test_report_files_are_valid(smoke_study: tuple[str, Path]) -> None:
         "optimal_lr.png",
         "metric_vs_lr.png",
         "heatmap.png",
+        "report.md",
         "report.html",
         "trials.csv",
         "summary.json",
@@ -68,6 +69,9 @@ def test_report_files_are_valid(smoke_study: tuple[str, Path]) -> None:
     text = (root / "report" / "report.html").read_text()
     parser.feed(text)
     assert parser.plots == 3 and "Verdict" in text and "<script" in text  # plotly.js inline
+
+    markdown = (root / "report" / "report.md").read_text()
+    assert "**Verdict.**" in markdown and "![" in markdown and "| 512 |" in markdown
 
     data = json.loads((root / "report" / "summary.json").read_text())
     jsonschema.validate(data, SCHEMA)

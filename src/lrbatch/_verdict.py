@@ -293,10 +293,13 @@ def verdict(fits: Sequence[LawFit], optima: Sequence[BatchOptimum]) -> Verdict:
     best = min(close, key=lambda f: (f.n_params, f.aicc))  # parsimony among the indistinguishable
     others = [f for f in close if f is not best]
     supported = [best.law] + [f.law for f in others]
-    evidence = f"held-out error ×{math.exp(best.loo_rms):.2f}"
+    evidence = f"typical held-out error ×{math.exp(best.loo_rms):.2f} in lr"
     rival = next((f for f in ranked if f not in close and math.isfinite(f.aicc)), None)
     if rival is not None:
-        evidence = f"next best {rival.law} at ΔAICc {rival.aicc - best.aicc:.1f}, " + evidence
+        evidence = (
+            f"the closest law ruled out, {rival.law}, scores ΔAICc {rival.aicc - best.aicc:+.1f}; "
+            + evidence
+        )
     text = f"The optimal learning rate follows {_describe(best, fits)} ({evidence})."
     if best.law == "surge" and surge is not None and not surge.significant:
         text += " Yet the fall after the peak is within its uncertainty."

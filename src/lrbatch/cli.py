@@ -41,8 +41,7 @@ def _quiet_libraries() -> None:
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config
-    from lrbatch.summary import summary_table
-    from lrbatch.sweep import objective_name, run_sweep
+    from lrbatch.sweep import run_sweep
 
     sweep_file = args.items[0] if args.items and args.items[0].endswith((".yaml", ".yml")) else None
     overrides = args.items[1:] if sweep_file else args.items
@@ -54,8 +53,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
             "[yellow]Interrupted.[/] Finished trials are saved; run the same command to resume."
         )
         return 130
-    console.print(summary_table(outcome.plan, outcome.observations, objective_name(cfg)))
-    _print_verdict(cfg, console)
+    _print_report(cfg, console)
     ends = {
         "complete": "Sweep complete: every optimum is pinned and replicated.",
         "budget": f"Sweep stopped: its trial budget (sweep.max_trials={outcome.plan.max_trials}) "
@@ -69,15 +67,13 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _print_verdict(cfg: DictConfig, console: Console) -> None:
-    """After a sweep, the report's verdict (the full report: `lrbatch report`)."""
-    from lrbatch.report import build_report
+def _print_report(cfg: DictConfig, console: Console) -> None:
+    """After a sweep, what `lrbatch report` prints (files and dashboard: `lrbatch report`)."""
+    from lrbatch.report import build_report, render
     from lrbatch.study_io import open_study
     from lrbatch.sweep import storage_url
 
-    report = build_report(open_study(storage_url(cfg), cfg.study.name))
-    if report.verdict is not None:
-        console.print(f"[bold]Verdict:[/] {report.verdict.text}  (details: lrbatch report)")
+    console.print(render(build_report(open_study(storage_url(cfg), cfg.study.name))))
 
 
 def _predict(args: argparse.Namespace, console: Console) -> int:
