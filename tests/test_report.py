@@ -173,3 +173,20 @@ def test_dashboard_serves_the_study_note_and_plots(smoke_study: tuple[str, Path]
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_target_budget_report_fits_the_critical_batch(workdir: Path) -> None:
+    cfg = load_config(ROOT / "sweeps" / "teacher_target.yaml", [
+        "dataset.num_samples=1000", "sweep.batch_sizes=[8,32,128]", "sweep.base_batch=8",
+        "sweep.seeds=1", "budget.max_epochs=12", "budget.eval_every_epochs=0.05",
+        "budget.target=0.4", "sweep.tolerance=2"])
+    run_sweep(cfg)
+    study = open_study("sqlite:///runs/teacher_target.db", "teacher_target")
+    report = build_report(study)
+    assert report.metric == "steps to target" and report.critical is not None
+    assert set(report.critical.steps_to_target) == {8, 32, 128}
+    assert report.critical.steps_to_target[8] > report.critical.steps_to_target[128]
+    assert report.critical.b_noise > 0 and report.critical.b_crit > 0
+    written = {p.name for p in write_report(report, study, workdir / "report")}
+    assert "steps_to_target.png" in written
+    jsonschema.validate(json.loads((workdir / "report" / "summary.json").read_text()), SCHEMA)

@@ -212,8 +212,10 @@ def critical_batch(
         fastest = min(done, key=lambda lv: (lv.mean, lv.lr))
         steps[batch] = fastest.mean
         log_steps = np.log(fastest.losses)
-        spread = float(np.std(log_steps, ddof=1) / math.sqrt(len(log_steps)))
-        sigma[batch] = max(spread if len(log_steps) > 1 else 0.0, _STEPS_SIGMA_FLOOR)
+        spread = 0.0  # one seed: no spread to measure, the floor stands
+        if len(log_steps) > 1:
+            spread = float(np.std(log_steps, ddof=1) / math.sqrt(len(log_steps)))
+        sigma[batch] = max(spread, _STEPS_SIGMA_FLOOR)
     if len(steps) < 3:
         return None
     batches = np.array(sorted(steps), dtype=float)
