@@ -176,10 +176,19 @@ def test_dashboard_serves_the_study_note_and_plots(smoke_study: tuple[str, Path]
 
 
 def test_target_budget_report_fits_the_critical_batch(workdir: Path) -> None:
-    cfg = load_config(ROOT / "sweeps" / "teacher_target.yaml", [
-        "dataset.num_samples=1000", "sweep.batch_sizes=[8,32,128]", "sweep.base_batch=8",
-        "sweep.seeds=1", "budget.max_epochs=12", "budget.eval_every_epochs=0.05",
-        "budget.target=0.4", "sweep.tolerance=2"])
+    cfg = load_config(
+        ROOT / "sweeps" / "teacher_target.yaml",
+        [
+            "dataset.num_samples=1000",
+            "sweep.batch_sizes=[8,32,128]",
+            "sweep.base_batch=8",
+            "sweep.seeds=1",
+            "budget.max_epochs=12",
+            "budget.eval_every_epochs=0.05",
+            "budget.target=0.4",
+            "sweep.tolerance=2",
+        ],
+    )
     run_sweep(cfg)
     study = open_study("sqlite:///runs/teacher_target.db", "teacher_target")
     report = build_report(study)
@@ -190,3 +199,29 @@ def test_target_budget_report_fits_the_critical_batch(workdir: Path) -> None:
     written = {p.name for p in write_report(report, study, workdir / "report")}
     assert "steps_to_target.png" in written
     jsonschema.validate(json.loads((workdir / "report" / "summary.json").read_text()), SCHEMA)
+
+
+def test_report_on_a_study_where_everything_diverged(tmp_path: Path) -> None:
+    path = tmp_path / "diverged.csv"
+    path.write_text("batch_size,lr,metric,diverged\n32,1.0,,true\n32,3.0,,true\n128,2.0,,true\n")
+    url = f"sqlite:///{tmp_path}/d.db"
+    import_csv(path, url, "d")
+    study = open_study(url, "d")
+    report = build_report(study)
+    assert report.optima == [] and report.verdict is None
+    written = {p.name for p in write_report(report, study, tmp_path / "out")}
+    assert "optimal_lr.png" not in written and "summary.json" in written
+    jsonschema.validate(json.loads((tmp_path / "out" / "summary.json").read_text()), SCHEMA)
+
+
+def test_trials_csv_of_a_report_imports_back(smoke_study: tuple[str, Path], tmp_path: Path) -> None:
+    url, _ = smoke_study
+    study = open_study(url, "smoke")
+    write_report(build_report(study), study, tmp_path / "r")
+    again = f"sqlite:///{tmp_path}/again.db"
+    assert import_csv(tmp_path / "r" / "trials.csv", again, "again") == len(study.trials)
+    with pytest.raises(ConfigError, match="already exists"):
+        import_csv(tmp_path / "r" / "trials.csv", again, "again")
+    before = {o.batch_size: o.lr_opt for o in build_report(study).optima}
+    after = {o.batch_size: o.lr_opt for o in build_report(open_study(again, "again")).optima}
+    assert after == pytest.approx(before)

@@ -62,6 +62,7 @@ class Heatmap:
     z: Sequence[Sequence[float]]  # z[row=batch][column=lr bin], nan where nothing was tried
     marked: Sequence[tuple[int, int]] = ()
     colorbar: str = ""
+    low_is_good: bool = True  # the bright end of the colour scale marks the good values
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,14 @@ def optimum_figure(
     )
 
 
-def curves_figure(points: Sequence[TrialPoint], metric: str) -> FigureSpec:
+def curves_figure(points: Sequence[TrialPoint], metric: str, minimize: bool = True) -> FigureSpec:
     """The metric against the learning rate, one colour per batch size; diverged runs as ×
-    at the top of the plot."""
+    at the worst end of the plot."""
     by_batch: dict[int, list[TrialPoint]] = defaultdict(list)
     for p in points:
         by_batch[p.batch_size].append(p)
     finite = [p.value for p in points if not p.diverged and math.isfinite(p.value)]
-    top = max(finite) if finite else 1.0
+    worst = (max(finite) if minimize else min(finite)) if finite else 1.0  # where × marks go
     series = []
     for i, (batch, here) in enumerate(sorted(by_batch.items())):
         color = _PALETTE[i % 10]
@@ -151,7 +152,7 @@ def curves_figure(points: Sequence[TrialPoint], metric: str) -> FigureSpec:
                 Series(
                     f"B={batch} diverged",
                     [p.lr for p in bad],
-                    [top] * len(bad),
+                    [worst] * len(bad),
                     symbol="x",
                     color=color,
                 )
@@ -166,7 +167,7 @@ def curves_figure(points: Sequence[TrialPoint], metric: str) -> FigureSpec:
 
 
 def heatmap_figure(
-    points: Sequence[TrialPoint], metric: str, bins_per_decade: int = 4
+    points: Sequence[TrialPoint], metric: str, minimize: bool = True, bins_per_decade: int = 4
 ) -> FigureSpec:
     """Mean metric over batch size × learning rate (lr binned in log space)."""
     batches = sorted({p.batch_size for p in points})
@@ -189,6 +190,7 @@ def heatmap_figure(
         z,
         sorted(marked),
         metric,
+        low_is_good=minimize,
     )
     return FigureSpec(
         "heatmap",
@@ -264,7 +266,7 @@ def to_plotly(spec: FigureSpec) -> Any:
                 y=list(h.y_labels),
                 z=[list(row) for row in h.z],
                 colorbar=dict(title=h.colorbar),
-                colorscale="Viridis_r",
+                colorscale="Viridis_r" if h.low_is_good else "Viridis",
             )
         )
         for row, column in h.marked:
@@ -310,7 +312,9 @@ def to_png(spec: FigureSpec, path: Path) -> Path:
             ax.plot(s.x, s.y, linestyle=style, marker=marker, color=s.color, label=s.name)
     if spec.heatmap is not None:
         h = spec.heatmap
-        image = ax.imshow(h.z, aspect="auto", origin="lower", cmap="viridis_r")
+        image = ax.imshow(
+            h.z, aspect="auto", origin="lower", cmap="viridis_r" if h.low_is_good else "viridis"
+        )
         fig.colorbar(image, ax=ax, label=h.colorbar)
         ax.set_xticks(range(len(h.x_labels)), h.x_labels, rotation=45)
         ax.set_yticks(range(len(h.y_labels)), h.y_labels)

@@ -45,10 +45,11 @@ from lrbatch.figures import (
 )
 from lrbatch.rules import predict
 from lrbatch.study_io import load_points
+from lrbatch.summary import format_lr
 
 __all__ = ["SCHEMA", "Report", "build_report", "publish", "render", "summary", "write_report"]
 
-SCHEMA = "lrbatch.report/1"  # summary.json's "schema"; documented in docs/report.md
+SCHEMA = "lrbatch.report/1"  # summary.json's "schema"; JSON Schema: summary.schema.json
 _DEFAULT_RULES = ("constant", "linear", "square_root")
 
 
@@ -90,10 +91,11 @@ class Report:
 
     def figures(self) -> list[FigureSpec]:
         specs = [
-            optimum_figure(self.optima, self.supported_fits(), self.rule_lines()),
-            curves_figure(self.points, self.metric),
-            heatmap_figure(self.points, self.metric),
+            curves_figure(self.points, self.metric, self.minimize),
+            heatmap_figure(self.points, self.metric, self.minimize),
         ]
+        if self.optima:  # none when every trial diverged
+            specs.insert(0, optimum_figure(self.optima, self.supported_fits(), self.rule_lines()))
         if self.critical is not None:
             specs.append(target_figure(self.critical))
         return specs
@@ -136,7 +138,7 @@ def build_report(study: optuna.Study) -> Report:
         points=points,
         optima=optima,
         fits=fits,
-        verdict=verdict(fits, optima) if fits else None,
+        verdict=verdict(fits, optima) if optima else None,
         regrets=regrets,
         critical=critical_batch(points) if target else None,
     )
@@ -146,6 +148,15 @@ def _sweep_anchor(study: optuna.Study) -> float | None:
     """η0 the sweep anchored its rule predictions at (and so trained them at), if recorded."""
     anchors = [t.user_attrs.get("base_lr") for t in study.get_trials(deepcopy=False)]
     return next((float(a) for a in reversed(anchors) if a), None)
+
+
+def _regret_status(regret: RuleRegret) -> str:
+    """measured, interpolated, diverged or outside tried range (regret null for the last two)."""
+    if math.isinf(regret.regret):
+        return "diverged"
+    if math.isnan(regret.regret):
+        return "outside tried range"
+    return "measured" if regret.measured else "interpolated"
 
 
 def _finite(value: float) -> float | None:
@@ -179,7 +190,7 @@ def summary(report: Report) -> dict[str, Any]:
                 for f in report.fits
             ],
             "verdict": None if report.verdict is None else asdict(report.verdict),
-            "regrets": [asdict(r) for r in report.regrets],
+            "regrets": [{**asdict(r), "status": _regret_status(r)} for r in report.regrets],
             "critical_batch": None if report.critical is None else asdict(report.critical),
         }
     )
@@ -192,7 +203,7 @@ def _verdict_text(report: Report) -> str:
 
 
 def _lr(value: float | None) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.3g}"
+    return "—" if value is None or not math.isfinite(value) else format_lr(value)
 
 
 def render(report: Report) -> Group:
@@ -234,11 +245,7 @@ def render(report: Report) -> Group:
     for rule in report.rules:
         rules.add_column(rule, justify="right")
     for batch in [o.batch_size for o in report.optima]:
-        cells = []
-        for rule in report.rules:
-            r = next((r for r in report.regrets if r.rule == rule and r.batch_size == batch), None)
-            cells.append("—" if r is None else f"×{r.ratio:.2g} ({_regret(r)})")
-        rules.add_row(str(batch), *cells)
+        rules.add_row(str(batch), *_rule_cells(report, batch))
 
     laws = Table(title="Laws fitted across batch sizes (log–log)", title_justify="left")
     for column in (
@@ -264,7 +271,7 @@ def render(report: Report) -> Group:
             Text(
                 f"Critical batch (McCandlish et al. 2018): B_noise ≈ {c.b_noise:.3g} "
                 f"[{c.b_noise_interval[0]:.3g}–{c.b_noise_interval[1]:.3g}], "
-                f"B_crit = E_min/S_min ≈ {c.b_crit:.3g}, S_min ≈ {c.s_min:.3g} steps."
+                f"S_min ≈ {c.s_min:.3g} steps; under this model B_crit = E_min/S_min = B_noise."
             )
         )
     parts.append(Text("Verdict: " + _verdict_text(report), style="bold"))
@@ -274,6 +281,15 @@ def render(report: Report) -> Group:
 def report_interval(fit: LawFit, key: str) -> str:
     low, high = fit.intervals.get(key, (math.nan, math.nan))
     return f"{low:.3g}–{high:.3g}"
+
+
+def _rule_cells(report: Report, batch: int) -> list[str]:
+    """Each rule's ratio and regret at ``batch``, as table cells."""
+    cells = []
+    for rule in report.rules:
+        r = next((r for r in report.regrets if r.rule == rule and r.batch_size == batch), None)
+        cells.append("—" if r is None else f"×{r.ratio:.2g} ({_regret(r)})")
+    return cells
 
 
 def _regret(r: RuleRegret) -> str:
@@ -295,7 +311,7 @@ def write_report(report: Report, study: optuna.Study, out_dir: Path) -> list[Pat
     written.append(markdown)
     written.append(_write_trials(study, out_dir / "trials.csv"))
     summary_path = out_dir / "summary.json"
-    summary_path.write_text(json.dumps(summary(report), indent=2))
+    summary_path.write_text(json.dumps(summary(report), indent=2, allow_nan=False))
     written.append(summary_path)
     return written
 
@@ -372,11 +388,7 @@ def markdown_verdict(report: Report) -> str:
         "|---:|" + "---:|" * len(report.rules),
     ]
     for batch in batches:
-        cells = []
-        for rule in report.rules:
-            r = next((r for r in report.regrets if r.rule == rule and r.batch_size == batch), None)
-            cells.append("—" if r is None else f"×{r.ratio:.2g} ({_regret(r)})")
-        lines.append(f"| {batch} | " + " | ".join(cells) + " |")
+        lines.append(f"| {batch} | " + " | ".join(_rule_cells(report, batch)) + " |")
     lines += ["", f"Generated by lrbatch {__version__} from {len(report.points)} trials."]
     return "\n".join(lines)
 

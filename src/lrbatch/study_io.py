@@ -125,7 +125,8 @@ def import_csv(
     direction: Literal["minimize", "maximize"] = "minimize",
 ) -> int:
     """Load a CSV grid (columns ``batch_size, lr, metric``; optional ``seed, steps, diverged``)
-    into a new or existing study; returns the number of trials added.
+    into a new study; returns the number of trials added. ``lrbatch report``'s ``trials.csv``
+    is accepted as it is (``value`` for ``metric``; only COMPLETE rows).
 
     Every row is checked before anything is written: a bad row adds nothing.
 
@@ -135,13 +136,20 @@ def import_csv(
     with path.open(newline="") as file:
         reader = csv.DictReader(file)
         columns = set(reader.fieldnames or ())
+        if "metric" not in columns and "value" in columns:  # lrbatch report's trials.csv
+            reader.fieldnames = ["metric" if c == "value" else c for c in reader.fieldnames or ()]
+            columns = set(reader.fieldnames)
         missing = [c for c in _REQUIRED if c not in columns]
         if missing:
             raise ConfigError(
                 f"{path} lacks column(s) {', '.join(missing)}; needed: {', '.join(_REQUIRED)}, "
                 f"optional: {', '.join(_OPTIONAL)}"
             )
-        rows = [_parse_row(row, line, path) for line, row in enumerate(reader, start=2)]
+        rows = [
+            _parse_row(row, line, path)
+            for line, row in enumerate(reader, start=2)
+            if row.get("state", "COMPLETE") == "COMPLETE"  # trials.csv also lists failed ones
+        ]
     if not rows:
         raise ConfigError(f"{path} has no rows")
     worst = math.inf if direction == "minimize" else -math.inf
@@ -153,12 +161,13 @@ def import_csv(
         "lr": FloatDistribution(min(lrs), max(lrs), log=True),
         "seed": IntDistribution(min(seeds), max(seeds)),
     }
-    study = optuna.create_study(
-        storage=open_storage(storage_url, heartbeat=False),
-        study_name=study_name,
-        direction=direction,
-        load_if_exists=True,
-    )
+    storage = open_storage(storage_url, heartbeat=False)
+    existing = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
+    if study_name in existing:  # importing twice would duplicate every row
+        raise ConfigError(
+            f"study {study_name!r} already exists in {redact(storage_url)}; import into a new study"
+        )
+    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction)
     trials = []
     for batch, lr, metric, seed, steps, diverged in rows:
         attrs = {"effective_batch": batch, "seed": seed, "diverged": diverged, "reason": "imported"}
