@@ -169,11 +169,46 @@ def test_surge_fires_on_a_surge_and_not_on_saturation(planted) -> None:
         assert evidence is not None and not evidence.significant, law
 
 
-def test_saturation_beyond_the_batch_range_cannot_be_told_from_linear() -> None:
+def test_one_high_optimum_near_the_largest_batch_is_not_a_surge(planted) -> None:
+    optima = planted["saturating"][1]
+    assert optima[-2].batch_size == 2048
+    outlier = replace(
+        optima[-2], lr_opt=3 * optima[-2].lr_opt, lr_low=3 * optima[-2].lr_low,
+        lr_high=3 * optima[-2].lr_high,
+    )  # fmt: skip
+    result = verdict([], [*optima[:-2], outlier, optima[-1]])
+    assert result.surge is not None and result.surge.peak_batch == 2048
+    assert result.surge.fall > 2 * result.surge.fall_uncertainty  # large, but one batch only
+    assert not result.surge.significant and "falls" not in result.text
+
+
+def test_saturation_beyond_the_batch_range_is_reported_as_its_linear_limit() -> None:
     optima = batch_optima(sweep_like(lambda b: rules.saturating(b, 1.0, 1e6), seed=5))
     result = verdict(fit_laws(optima, n_boot=50), optima)
-    assert result.best == "linear" and "saturating" in result.supported
-    assert "cannot tell" in result.text
+    assert result.best == "linear" and "saturating" not in result.supported
+    assert "(saturating reduces to linear here: B_noise beyond the measured range)" in result.text
+
+
+def test_verdict_says_a_nested_law_is_not_needed_rather_than_ruled_out(planted) -> None:
+    text = planted["linear"][3].text
+    assert re.search(r"power_law is not needed \(ΔAICc \+\d", text), text
+    assert "ruled out, power_law" not in text
+
+
+def test_verdict_says_when_the_free_exponent_excludes_the_named_law(planted) -> None:
+    _, optima, fits, _ = planted["square_root"]
+    free = next(f for f in fits if f.law == "power_law")
+    named = next(f for f in fits if f.law == "square_root")
+    shifted = replace(
+        free,
+        params={**free.params, "alpha": 0.61},
+        intervals={**free.intervals, "alpha": (0.535, 0.685)},
+        aicc=named.aicc + 1.0,  # within ΔAICc 2: parsimony names square_root
+    )
+    result = verdict([shifted if f is free else f for f in fits], optima)
+    assert result.best == "square_root"
+    assert "but α's 90% interval 0.535–0.685 excludes 0.5" in result.text
+    assert "excludes" not in planted["square_root"][3].text  # α = 0.5 is inside the interval
 
 
 def test_fit_laws_skips_laws_with_more_parameters_than_points_minus_one(planted) -> None:
@@ -197,6 +232,16 @@ def test_not_bracketed_when_the_optimum_lies_below_the_lrs_tried() -> None:
     assert optimum.lr_opt == optimum.best_lr_tried == 0.01
     result = verdict([], [optimum])
     assert "1 unbracketed batch size(s) left out" in result.text
+
+
+def test_verdict_with_fewer_than_two_bracketed_optima_says_so(planted) -> None:
+    optima = planted["linear"][1]
+    one = [optima[0], *(replace(o, bracketed=False) for o in optima[1:])]
+    assert fit_laws(one) == []
+    result = verdict(fit_laws(one), one)
+    assert result.best == "none" and result.supported == [] and result.surge is None
+    assert "1 of 9 batch size(s) bracketed their optimum: no law can be fitted" in result.text
+    assert "8 unbracketed batch size(s) left out" in result.text
 
 
 def test_divergence_sets_stability_edge_and_infinite_regret() -> None:
@@ -312,3 +357,69 @@ def test_critical_batch_needs_three_batch_sizes_that_reached_the_target() -> Non
 def test_trial_point_rejects_a_non_positive_lr() -> None:
     with pytest.raises(ValueError, match=r"positive finite lr, got batch_size=64, lr=0\.0"):
         TrialPoint(64, 0.0, 0, 1.0)
+
+
+def test_regret_is_zero_for_the_true_rule_on_an_asymmetric_curve() -> None:
+    # steeper above the optimum than below: no parabola fits exactly, and the fitted minimum
+    # lies below every measured mean; the best measured lr must still cost exactly 0
+    def skewed(lr: float, seed: int) -> float:
+        x = math.log(lr / 0.04)
+        return 0.1 * x**2 + 0.08 * max(x, 0.0) ** 3 + 0.02 * seed
+
+    lrs = (0.01, 0.02, 0.04, 0.08, 0.16)
+    points = [TrialPoint(128, lr, seed, skewed(lr, seed)) for lr in lrs for seed in range(3)]
+    (optimum,) = batch_optima(points)
+    assert optimum.best_lr_tried == 0.04
+    # anchored at (64, 0.02): linear predicts 0.04 (measured, the best), constant 0.02
+    # (measured), square root 0.028 (from the parabola)
+    regrets = {r.rule: r for r in rule_regrets(points, [optimum], 64, 0.02, rules.RULE_NAMES)}
+    assert regrets["linear"].measured and regrets["linear"].regret == 0.0
+    assert regrets["constant"].measured
+    assert regrets["constant"].regret == pytest.approx(0.1 * math.log(0.5) ** 2)
+    assert not regrets["square_root"].measured and regrets["square_root"].regret > 0.005
+
+
+def test_seeds_on_alternating_lrs_are_compared_by_plain_means() -> None:
+    # each seed tried every other lr: their offsets cannot be told from the lrs' means
+    lrs = (0.01, 0.02, 0.04, 0.08, 0.16)
+    points = [TrialPoint(64, lr, k % 2, 1.0 + metric(lr, 0.04, 64)) for k, lr in enumerate(lrs)]
+    (optimum,) = batch_optima(points)
+    assert optimum.best_lr_tried == 0.04 and optimum.bracketed
+
+
+def test_a_missed_target_is_not_a_divergence() -> None:
+    points = [
+        replace(p, diverged=True, reached_target=False)
+        if p.lr == 0.4
+        else replace(p, value=math.inf, reached_target=False)
+        if p.lr == 0.025
+        else p
+        for p in target_points(s_min=1000.0, b_noise=300.0)
+        if p.batch_size == 256
+    ]  # too slow at 0.025: missed the target; 0.4 diverged
+    (optimum,) = batch_optima(points)
+    assert optimum.stability_edge == 0.4 and optimum.diverged == 3
+    assert optimum.best_lr_tried == pytest.approx(0.1, rel=0.01) and optimum.bracketed
+    missed_only = [replace(p, diverged=False) for p in points]
+    (optimum,) = batch_optima(missed_only)
+    assert optimum.stability_edge is None and optimum.diverged == 0
+    # an untried lr between the missed 0.025 and 0.05 is outside the finite range, not inf
+    (below,) = rule_regrets(missed_only, [optimum], 256, 0.03, ["constant"])
+    assert math.isnan(below.regret)
+    (at_missed,) = rule_regrets(missed_only, [optimum], 256, 0.025, ["constant"])
+    assert at_missed.measured and at_missed.regret == math.inf  # still scores as worst
+
+
+def test_a_best_lr_just_below_a_diverged_one_is_bracketed() -> None:
+    lrs = (0.005, 0.01, 0.02, 0.04)
+    points = [
+        TrialPoint(64, lr, seed, metric(lr, 0.03, 64), diverged=lr == 0.04)
+        for lr in lrs
+        for seed in range(2)
+    ]
+    (optimum,) = batch_optima(points)
+    assert optimum.best_lr_tried == 0.02 and optimum.stability_edge == 0.04
+    assert optimum.bracketed  # divergence bounds it from above
+    tried = [p for p in points if not p.diverged]
+    (at_top,) = batch_optima(tried)
+    assert at_top.best_lr_tried == 0.02 and not at_top.bracketed  # nothing above it

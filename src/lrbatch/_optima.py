@@ -91,10 +91,12 @@ class BatchOptimum:
             offset when the seeds tried different lrs).
         trials: trials at this batch size, diverged ones included.
         seeds: distinct seeds among them.
-        diverged: how many trials diverged.
-        stability_edge: the lowest lr that diverged here, or None if none did.
-        bracketed: False when the best tried lr is the smallest or the largest non-diverged lr
-            tried: the optimum may lie beyond it, and ``lr_opt`` is a bound, not an estimate.
+        diverged: how many trials diverged (``TrialPoint.diverged``; a run that only missed
+            its target is not counted, though it scores as worst).
+        stability_edge: the lowest lr where a trial diverged here, or None if none did.
+        bracketed: False when the best tried lr is the smallest lr tried, or the largest with
+            no diverged (or target-missing) lr above it: the optimum may lie beyond it, and
+            ``lr_opt`` is a bound, not an estimate. A diverged lr above bounds it from above.
         method: ``"local quadratic"`` (the vertex of the fit) or ``"best point"`` (fallback:
             the parabola opens the wrong way, its vertex lies outside the fitted lrs, or fewer
             than three lrs trained without diverging).
@@ -225,7 +227,8 @@ def _paired_means(finite: list[Level]) -> list[float]:
 
     Least squares of loss = μ_level + δ_seed over every trial, reported as μ_level + mean δ:
     the plain seed-mean when every seed tried every level, and otherwise fair to a level tried
-    only with a lucky (or unlucky) seed.
+    only with a lucky (or unlucky) seed. When the seeds share too few levels to separate their
+    offsets from the levels' means (a rank-deficient design), the plain seed-means.
     """
     rows = [
         (k, s, y) for k, lv in enumerate(finite) for s, y in zip(lv.seeds, lv.losses, strict=True)
@@ -236,6 +239,8 @@ def _paired_means(finite: list[Level]) -> list[float]:
         design[i, k] = 1.0
         if s != seeds[0]:
             design[i, len(finite) + seeds.index(s) - 1] = 1.0
+    if np.linalg.matrix_rank(design) < design.shape[1]:  # offsets not identified
+        return [lv.mean for lv in finite]
     coef = np.linalg.lstsq(design, np.array([y for _, _, y in rows]), rcond=None)[0]
     offset = float(np.sum(coef[len(finite) :])) / len(seeds)  # mean δ, with δ_first = 0
     return [float(mu) + offset for mu in coef[: len(finite)]]
@@ -289,7 +294,7 @@ def _optimum(
         k = found.levels.index(best)
         lr_low = found.levels[max(k - 1, 0)].lr
         lr_high = found.levels[min(k + 1, len(found.levels) - 1)].lr
-    unstable = [lv.lr for lv in found.levels if any(math.isinf(y) for y in lv.losses)]
+    unstable = [p.lr for p in points if p.diverged]  # not a run that only missed its target
     return BatchOptimum(
         batch_size=batch,
         lr_opt=lr_opt,
@@ -299,9 +304,10 @@ def _optimum(
         best_lr_tried=best.lr,
         trials=len(points),
         seeds=len({p.seed for p in points}),
-        diverged=sum(math.isinf(p.loss(minimize)) for p in points),
+        diverged=len(unstable),
         stability_edge=min(unstable) if unstable else None,
-        bracketed=0 < found.best < len(found.finite) - 1,
+        # every other tried lr scores worse, a diverged one too: one each side bounds the best
+        bracketed=found.levels[0] is not best and found.levels[-1] is not best,
         method=method,
     )
 

@@ -182,8 +182,8 @@ class SurgeEvidence:
         fall: ln(η_opt at the peak / η_opt at the largest batch size); 0 at the peak itself.
         fall_uncertainty: standard error (1σ) of ``fall``: the two optima's σ (90% interval
             half-widths in ln η / 1.645) combined in quadrature.
-        significant: the peak is not the largest batch and ``fall`` > 1.645 × that σ (one-sided
-            95%).
+        significant: at least two batch sizes follow the peak, each with a lower optimal lr
+            (one high outlier is not a surge), and ``fall`` > 1.645 × that σ (one-sided 95%).
     """
 
     peak_batch: int
@@ -202,7 +202,9 @@ def surge_evidence(optima: Sequence[BatchOptimum]) -> SurgeEvidence | None:
     last = usable[-1]
     fall = math.log(peak.lr_opt / last.lr_opt)
     sigma = math.hypot(_log_sigma(peak), _log_sigma(last))
-    significant = peak is not last and fall > _Z90 * sigma
+    after = [o for o in usable if o.batch_size > peak.batch_size]
+    falls = len(after) >= 2 and all(o.lr_opt < peak.lr_opt for o in after)
+    significant = falls and fall > _Z90 * sigma
     return SurgeEvidence(peak.batch_size, peak.lr_opt, fall, sigma, significant)
 
 
@@ -216,7 +218,8 @@ class Verdict:
             free fit is named. With too few optima for AICc, the lowest leave-one-out error;
             ``"none"`` when no law could be fitted.
         supported: the laws within ΔAICc < 2 of the lowest AICc, best first (every fitted law
-            when AICc is undefined).
+            when AICc is undefined); saturating or surge scored as its limit (``at_limit``) is
+            that limit, not a law of its own, and is left out (the text says so).
         text: what a user reads: the law, its parameters with intervals, and the evidence.
         surge: the model-free surge check, or None with fewer than two bracketed optima.
     """
@@ -232,11 +235,26 @@ def _interval(fit: LawFit, name: str) -> str:
     return f"{fit.params[name]:.3g} (90% {low:.3g}–{high:.3g})"
 
 
-def _name(fit: LawFit) -> str:
-    """The law's name, saying when its batch scale lies outside the batch range."""
-    if not fit.at_limit:
-        return fit.law
-    return f"{fit.law} ({'B_noise' if fit.law == 'saturating' else 'B_peak'} out of range)"
+def _limit(fit: LawFit) -> str:
+    """The one-parameter law a saturating or surge fit reduces to, its batch scale out of range:
+    B ≪ B_noise is linear, B ≫ B_noise constant; B ≪ B_peak is η ∝ √B, B ≫ B_peak η ∝ 1/√B."""
+    scale = fit.params["b_noise" if fit.law == "saturating" else "b_peak"]
+    below = fit.b_ref < scale  # the batch sizes lie below the batch scale
+    if fit.law == "saturating":
+        return "linear" if below else "constant"
+    return "square_root" if below else "1/√B"
+
+
+def _reduction(fit: LawFit) -> str:
+    name = "B_noise" if fit.law == "saturating" else "B_peak"
+    return f"{fit.law} reduces to {_limit(fit)} here: {name} beyond the measured range"
+
+
+def _nests(wider: LawFit, law: str) -> bool:
+    """``wider`` contains ``law`` as a special case (power law: any fixed exponent)."""
+    if law not in EXPONENTS:
+        return False
+    return wider.law == "power_law" or EXPONENTS[law] in LIMITS.get(wider.law, ())
 
 
 def _describe(fit: LawFit, fits: Sequence[LawFit]) -> str:
@@ -246,7 +264,14 @@ def _describe(fit: LawFit, fits: Sequence[LawFit]) -> str:
         return f"power law η ∝ B^α, α = {_interval(fit, 'alpha')}"
     if fit.law in shapes:
         free = next((f for f in fits if f.law == "power_law"), None)
-        exponent = f"; free exponent α = {_interval(free, 'alpha')}" if free else ""
+        exponent = ""
+        if free is not None:
+            exponent = f"; free exponent α = {_interval(free, 'alpha')}"
+            low, high = free.intervals["alpha"]
+            if not low <= EXPONENTS[fit.law] <= high:
+                exponent += (
+                    f", but α's 90% interval {low:.3g}–{high:.3g} excludes {EXPONENTS[fit.law]:g}"
+                )
         return f"{fit.law} ({shapes[fit.law]}){exponent}"
     scale = "b_noise" if fit.law == "saturating" else "b_peak"
     name = "B_noise" if fit.law == "saturating" else "B_peak"
@@ -276,7 +301,10 @@ def verdict(fits: Sequence[LawFit], optima: Sequence[BatchOptimum]) -> Verdict:
             f" by B = {usable[-1].batch_size}.",
         )
     if not fits:
-        text = f"No law fitted: {len(usable)} bracketed optima, at least 2 are needed."
+        text = (
+            f"{len(usable)} of {len(optima)} batch size(s) bracketed their optimum:"
+            " no law can be fitted (at least 2 are needed)."
+        )
         return Verdict("none", [], " ".join([text, *notes]), surge)
     ranked = sorted(fits, key=lambda f: (f.aicc, f.loo_rms, f.n_params))
     best = ranked[0]
@@ -291,19 +319,27 @@ def verdict(fits: Sequence[LawFit], optima: Sequence[BatchOptimum]) -> Verdict:
         return Verdict(best.law, supported, " ".join([text, *notes]), surge)
     close = [f for f in ranked if f.aicc - best.aicc < MARGIN]
     best = min(close, key=lambda f: (f.n_params, f.aicc))  # parsimony among the indistinguishable
-    others = [f for f in close if f is not best]
+    reduced = [f for f in close if f is not best and f.at_limit]  # the limit, not a law of its own
+    others = [f for f in close if f is not best and not f.at_limit]
     supported = [best.law] + [f.law for f in others]
-    evidence = f"typical held-out error ×{math.exp(best.loo_rms):.2f} in lr"
-    rival = next((f for f in ranked if f not in close and math.isfinite(f.aicc)), None)
+    worse = [f for f in ranked if f not in close and math.isfinite(f.aicc)]
+    evidence = [
+        f"{f.law} is not needed (ΔAICc {f.aicc - best.aicc:+.1f})"
+        for f in worse[:1]
+        if _nests(f, best.law)
+    ]
+    rival = next((f for f in worse if not _nests(f, best.law)), None)
     if rival is not None:
-        evidence = (
-            f"the closest law ruled out, {rival.law}, scores ΔAICc {rival.aicc - best.aicc:+.1f}; "
-            + evidence
+        evidence.append(
+            f"the closest law ruled out, {rival.law}, scores ΔAICc {rival.aicc - best.aicc:+.1f}"
         )
-    text = f"The optimal learning rate follows {_describe(best, fits)} ({evidence})."
+    evidence.append(f"typical held-out error ×{math.exp(best.loo_rms):.2f} in lr")
+    limits = "".join(f" ({_reduction(f)})" for f in reduced)
+    follows = f"{_describe(best, fits)} ({'; '.join(evidence)}){limits}"
+    text = f"The optimal learning rate follows {follows}."
     if best.law == "surge" and surge is not None and not surge.significant:
         text += " Yet the fall after the peak is within its uncertainty."
     if others:
-        names = ", ".join(_name(f) for f in others)
+        names = ", ".join(f.law for f in others)
         text += f" The data cannot tell {best.law} and {names} apart (ΔAICc < {MARGIN:g})."
     return Verdict(best.law, supported, " ".join([text, *notes]), surge)

@@ -63,10 +63,13 @@ class RuleRegret:
         batch_size: effective batch size.
         predicted_lr: the rule's learning rate, anchored at (base_batch, base_lr).
         ratio: predicted_lr / lr_opt (1.0 is a perfect prediction).
-        regret: metric at the predicted lr minus metric at the optimum, with the sign that
-            makes ≥ 0 worse (optimum − predicted for a metric to maximize); clipped at 0; inf
-            when the predicted lr diverged (or lies above the lowest lr that diverged); nan
-            when it lies outside the lrs tried.
+        regret: metric at the predicted lr minus the best metric, like against like, with
+            the sign that makes ≥ 0 worse (best − predicted for a metric to maximize): a
+            measured or linearly interpolated metric against the best measured one (so the
+            best tried lr has regret exactly 0), a metric read off the local parabola against
+            the parabola's vertex. Clipped at 0; inf when a trial diverged or missed its
+            target at the predicted lr, or it lies above the lowest lr that diverged; nan when
+            it lies outside the lrs tried.
         measured: True when trials within 1% of the predicted lr exist (their seed-mean,
             adjusted for seed offsets, is used); otherwise the metric is interpolated: from
             the local parabola inside its window, else linearly in ln η between the
@@ -81,13 +84,18 @@ class RuleRegret:
     measured: bool
 
 
-def _loss_at(lr: float, found: BatchAnalysis, optimum: BatchOptimum) -> tuple[float, bool]:
-    """(loss at ``lr``, measured) from one batch size's trials; lower loss is better."""
+def _regret_at(lr: float, found: BatchAnalysis, optimum: BatchOptimum) -> tuple[float, bool]:
+    """(loss at ``lr`` minus the best loss of the same kind, measured); lower loss is better.
+
+    A measured or linearly interpolated loss is compared with the best measured one, a loss
+    read off the parabola with the parabola's vertex: never one estimate against another.
+    """
+    best_measured = found.scores[found.best]
     level = next((lv for lv in found.levels if max(lr, lv.lr) / min(lr, lv.lr) < SAME_LR), None)
-    if level is not None and level not in found.finite:  # a seed diverged there
+    if level is not None and level not in found.finite:  # a seed diverged or missed the target
         return math.inf, True
     if level is not None:
-        return found.scores[found.finite.index(level)], True
+        return found.scores[found.finite.index(level)] - best_measured, True
     if optimum.stability_edge is not None and lr > optimum.stability_edge:
         return math.inf, False
     lrs = [lv.lr for lv in found.finite]
@@ -95,9 +103,9 @@ def _loss_at(lr: float, found: BatchAnalysis, optimum: BatchOptimum) -> tuple[fl
         return math.nan, False
     fit = found.fit
     if optimum.method != BEST_POINT and fit is not None and fit.u_low <= math.log(lr) <= fit.u_high:
-        return fit.loss(lr), False
+        return fit.loss(lr) - fit.loss(optimum.lr_opt), False  # lr_opt is the vertex
     log_lrs = np.log(lrs)
-    return float(np.interp(math.log(lr), log_lrs, found.scores)), False
+    return float(np.interp(math.log(lr), log_lrs, found.scores)) - best_measured, False
 
 
 def rule_regrets(
@@ -127,16 +135,13 @@ def rule_regrets(
     Raises:
         ValueError: an unknown rule, or a non-positive base point.
     """
-    sign = 1.0 if minimize else -1.0
     regrets = []
     for optimum in optima:
         found = analyse_batch([p for p in points if p.batch_size == optimum.batch_size], minimize)
         if found is None:
             continue
-        best_loss = sign * optimum.value_opt
         for rule, lr in predict(base_lr, base_batch, optimum.batch_size, rules, b_noise).items():
-            loss, measured = _loss_at(lr, found, optimum)
-            regret = loss - best_loss
+            regret, measured = _regret_at(lr, found, optimum)
             regrets.append(
                 RuleRegret(
                     rule=rule,
@@ -165,7 +170,9 @@ class CriticalBatch:
         s_min: S_min, the fewest steps at any batch size (B → ∞).
         e_min: E_min, the fewest samples at any batch size (B → 0).
         b_noise: B_noise, in samples.
-        b_crit: B_crit = E_min / S_min, in samples.
+        b_crit: B_crit = E_min / S_min, in samples: identically ``b_noise`` under this
+            model (E_min = S_min · B_noise), kept so a report can say B_crit = E_min/S_min =
+            B_noise rather than imply a second estimate.
         b_noise_interval: 90% interval of B_noise (parametric bootstrap of the fit).
     """
 
