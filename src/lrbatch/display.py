@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lrbatch.plan import Observation, Proposal, SweepPlan
-from lrbatch.summary import format_lr, summarize
+from lrbatch.progress import format_lr, summarize
 from lrbatch.train import TrialResult
 
 __all__ = ["SweepProgress"]

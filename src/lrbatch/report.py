@@ -43,9 +43,9 @@ from lrbatch.figures import (
     to_plotly,
     to_png,
 )
+from lrbatch.progress import format_lr
 from lrbatch.rules import predict
 from lrbatch.study_io import load_points
-from lrbatch.summary import format_lr
 
 __all__ = ["SCHEMA", "Report", "build_report", "publish", "render", "summary", "write_report"]
 
