@@ -79,8 +79,10 @@ class HardwareConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto
     precision: str = "32"  # 32 | bf16-mixed (| 16-mixed)
     max_micro_batch: int | None = None  # larger effective batches use gradient accumulation
-    threads: int | None = None  # torch CPU threads per worker; default: all cores
+    threads: int | None = None  # torch CPU threads per worker; default: the cores shared out
     eval_batch: int = 4096  # examples per forward pass when evaluating
+    workers: int = 1  # cpu: worker processes on this machine (gpu: one per visible GPU)
+    workers_per_gpu: int = 1  # gpu: worker processes sharing each GPU (small models)
 
 
 @dataclass
@@ -106,6 +108,8 @@ class StudyConfig:
     storage: str | None = None  # SQLAlchemy URL; default sqlite:///runs/<name>.db
     metric: str = "val_loss"  # val_loss | val_acc (classification) | train_loss
     direction: str = "minimize"  # minimize | maximize
+    heartbeat_interval: int = 20  # seconds between a running trial's heartbeats
+    grace_period: int = 120  # seconds without a heartbeat before a trial is failed as stale
 
 
 @dataclass
@@ -350,8 +354,17 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "hardware.max_micro_batch", allow_none=True)
     _positive(cfg, "hardware.threads", allow_none=True)
     _positive(cfg, "hardware.eval_batch")
+    _positive(cfg, "hardware.workers")
+    _positive(cfg, "hardware.workers_per_gpu")
 
     _choice(cfg, "study.direction", DIRECTIONS)
+    _positive(cfg, "study.heartbeat_interval")
+    _require(
+        cfg.study.grace_period > cfg.study.heartbeat_interval,
+        "study.grace_period",
+        cfg.study.grace_period,
+        f"it must exceed study.heartbeat_interval ({cfg.study.heartbeat_interval} s)",
+    )
     _require(bool(cfg.study.name), "study.name", cfg.study.name, "give a non-empty name")
     for section in _TARGET_SECTIONS:
         check_target(cfg[section], section)
