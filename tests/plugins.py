@@ -1,5 +1,7 @@
 """A user's own model and data, plugged in through ``_target_`` (see README, "Your own model")."""
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,33 @@ class LabelSmoothedNet(L.LightningModule):
     ) -> torch.Tensor:
         x, y = batch
         return F.cross_entropy(self(x), y, label_smoothing=self.smoothing)
+
+
+class MemoryLimitedMLP(nn.Module):
+    """An MLP on a pretend GPU too small for it: a forward pass over more than ``max_rows``
+    examples in training, or ``max_eval_rows`` in evaluation, raises CUDA's out-of-memory error
+    (None: no limit)."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        num_outputs: int,
+        max_rows: int | None = None,
+        max_eval_rows: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(math.prod(in_shape), 32), nn.ReLU(), nn.Linear(32, num_outputs)
+        )
+        self.max_rows, self.max_eval_rows = max_rows, max_eval_rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        limit = self.max_rows if self.training else self.max_eval_rows
+        if limit is not None and len(x) > limit:
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {len(x)} rows; this GPU holds {limit}."
+            )
+        return self.net(x)
 
 
 def blobs(num_samples: int = 512, seed: int = 0) -> tuple[torch.Tensor, ...]:

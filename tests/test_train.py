@@ -3,10 +3,12 @@
 import math
 
 import pytest
+import torch
 from conftest import TINY
+from omegaconf import DictConfig
 
 from lrbatch.config import load_config
-from lrbatch.train import lr_factor, split_batch, train, training_length
+from lrbatch.train import ModelDoesNotFitError, lr_factor, split_batch, train, training_length
 
 SMALL = ["dataset.num_samples=1000", "model.hidden=[32]", "budget.epochs=2"]
 
@@ -117,3 +119,52 @@ def test_users_lightning_module_and_tensors_plug_in() -> None:
     )
     result = train(cfg, 16, 0.5, seed=0)
     assert not result.diverged and result.metrics["val_acc"] > 0.8
+
+
+def memory_limited(*limits: str) -> DictConfig:
+    """MNIST-1D (800 train, 200 val) on ``plugins.MemoryLimitedMLP`` with the given row limits."""
+    return load_config(
+        overrides=[
+            *TINY,
+            "dataset.num_samples=1000",
+            "budget.epochs=2",
+            "model._target_=plugins.MemoryLimitedMLP",
+            "~model.hidden",
+            "~model.activation",
+            *limits,
+        ]
+    )
+
+
+def test_out_of_memory_retries_with_smaller_micro_batch_and_same_result() -> None:
+    retried = train(memory_limited("+model.max_rows=16"), 64, 0.1, seed=0)
+    assert retried.oom_micro_batches == (64, 32)
+    assert (retried.micro_batch, retried.accumulation_steps) == (16, 4)
+    assert retried.steps == 2 * 800 // 64 and retried.oom_eval_batches == ()
+    # As if it had run at micro-batch 16 from the start: same initial weights, same order.
+    from_start = train(memory_limited("+model.max_rows=64"), 64, 0.1, seed=0, micro_batch=16)
+    assert from_start.oom_micro_batches == ()
+    assert retried.metrics["val_loss"] == pytest.approx(from_start.metrics["val_loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        ("+model.max_rows=0", "in training even at micro-batch 1"),
+        ("+model.max_eval_rows=0", "in evaluation even at hardware.eval_batch=1"),
+    ],
+)
+def test_model_that_does_not_fit_at_one_example_says_so(limit: str, message: str) -> None:
+    with pytest.raises(ModelDoesNotFitError, match=f"does not fit .* {message}") as raised:
+        train(memory_limited(limit), 8, 0.1, seed=0)
+    assert isinstance(raised.value, torch.OutOfMemoryError)
+    assert isinstance(raised.value.__cause__, torch.OutOfMemoryError)
+
+
+def test_out_of_memory_in_evaluation_shrinks_only_the_eval_batch() -> None:
+    cfg = memory_limited("+model.max_eval_rows=50")
+    result = train(cfg, 64, 0.1, seed=0)
+    assert result.oom_eval_batches == (200, 100) and result.eval_batch == 50  # 200 val examples
+    assert result.oom_micro_batches == () and result.micro_batch == 64
+    unlimited = train(memory_limited(), 64, 0.1, seed=0)
+    assert result.metrics["val_loss"] == pytest.approx(unlimited.metrics["val_loss"], rel=1e-4)

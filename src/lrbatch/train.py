@@ -6,14 +6,19 @@ a tiny model is not drowned in DataLoader and per-step logging overhead.
 
 For a given (batch, seed), every learning rate starts from the same initial weights and sees
 the examples in the same order (SCIENCE.md, *Measurement practice*).
+
+A trial that runs out of GPU memory in training starts again from the beginning with half the
+micro-batch and more gradient accumulation (the same effective batch, the same result); one
+that runs out in evaluation halves the evaluation batch and evaluates again.
 """
 
 from __future__ import annotations
 
+import gc
 import inspect
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import lightning as L
@@ -27,6 +32,7 @@ from lrbatch.config import BudgetConfig, ScheduleConfig
 from lrbatch.data import TensorData, load_tensors
 
 __all__ = [
+    "ModelDoesNotFitError",
     "TrialResult",
     "build_model",
     "evaluate",
@@ -50,7 +56,17 @@ class TrialResult:
         diverged: the loss became NaN/inf or exceeded ``divergence_factor`` × its start.
         steps: optimizer steps taken.
         samples: training examples processed (steps × effective batch).
+        micro_batch: examples per forward/backward pass in the run that finished.
+        accumulation_steps: micro-batches per optimizer step (micro × steps == effective batch).
+        eval_batch: examples per forward pass in the evaluations that counted (at most the
+            validation split's size).
+        wall_time_s: seconds for the whole trial, every attempt that ran out of memory included.
+        device: the device's name (``cpu`` or the GPU model).
         reached_target: target budget only: whether ``budget.target`` was reached.
+        oom_micro_batches: micro-batches (examples) that ran out of memory in training, in order;
+            each one restarted the trial with a smaller one. Empty when none did.
+        oom_eval_batches: evaluation batches (examples) that ran out of memory, in order; each
+            one was halved and the evaluation repeated. Empty when none did.
     """
 
     value: float
@@ -60,9 +76,16 @@ class TrialResult:
     samples: int
     micro_batch: int
     accumulation_steps: int
+    eval_batch: int
     wall_time_s: float
     device: str
     reached_target: bool | None = None
+    oom_micro_batches: tuple[int, ...] = ()
+    oom_eval_batches: tuple[int, ...] = ()
+
+
+class ModelDoesNotFitError(torch.OutOfMemoryError):
+    """Out of memory even at one example per forward pass: no smaller batch can help."""
 
 
 def split_batch(effective_batch: int, max_micro_batch: int | None) -> tuple[int, int]:
@@ -162,58 +185,87 @@ def evaluate(
     model.eval()
     loss_sum = torch.zeros((), device=fabric.device)
     correct = torch.zeros((), device=fabric.device)
-    for start in range(0, len(data.x_val), eval_batch):
-        x, y = data.x_val[start : start + eval_batch], data.y_val[start : start + eval_batch]
-        with fabric.autocast():
-            outputs = model(x).float()
-        if data.task == "classification":
-            loss_sum += F.cross_entropy(outputs, y, reduction="sum")
-            correct += (outputs.argmax(dim=1) == y).sum()
-        else:
-            loss_sum += F.mse_loss(outputs, y, reduction="sum") / outputs[0].numel()
-    model.train(was_training)
+    try:
+        for start in range(0, len(data.x_val), eval_batch):
+            x, y = data.x_val[start : start + eval_batch], data.y_val[start : start + eval_batch]
+            with fabric.autocast():
+                outputs = model(x).float()
+            if data.task == "classification":
+                loss_sum += F.cross_entropy(outputs, y, reduction="sum")
+                correct += (outputs.argmax(dim=1) == y).sum()
+            else:
+                loss_sum += F.mse_loss(outputs, y, reduction="sum") / outputs[0].numel()
+    finally:  # also when out of memory: the caller may evaluate again, then train on
+        model.train(was_training)
     metrics = {"val_loss": (loss_sum / len(data.x_val)).item()}
     if data.task == "classification":
         metrics["val_acc"] = (correct / len(data.x_val)).item()
     return metrics
 
 
+def _free_memory(fabric: L.Fabric) -> None:
+    """Release what a failed attempt left: call once nothing refers to its tensors any more."""
+    gc.collect()  # models and optimizers may sit in reference cycles
+    if fabric.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _evaluate_in_memory(
+    model: nn.Module, data: TensorData, fabric: L.Fabric, eval_batches: list[int]
+) -> dict[str, float]:
+    """:func:`evaluate` at ``eval_batches[-1]`` examples per pass, halved while out of memory.
+
+    Each halved batch is appended to ``eval_batches`` and stays in use for later evaluations.
+
+    Raises:
+        ModelDoesNotFitError: out of memory even at one example per pass.
+    """
+    while True:
+        try:
+            return evaluate(model, data, fabric, eval_batches[-1])
+        except torch.OutOfMemoryError as error:
+            if eval_batches[-1] == 1:
+                raise ModelDoesNotFitError(
+                    f"the model does not fit in {fabric.device} memory in evaluation even at "
+                    f"hardware.eval_batch=1 (out of memory at eval batches {eval_batches})"
+                ) from error
+        # (outside the except block, so the failed pass's tensors are free to go)
+        _free_memory(fabric)
+        eval_batches.append(eval_batches[-1] // 2)
+
+
 def _reached(metric: float, target: float, direction: str) -> bool:
     return metric <= target if direction == "minimize" else metric >= target
 
 
-def train(
+def _train_once(
     cfg: DictConfig,
     batch_size: int,
     lr: float,
     seed: int,
-    data: TensorData | None = None,
-    fabric: L.Fabric | None = None,
-    micro_batch: int | None = None,
+    data: TensorData,
+    fabric: L.Fabric,
+    micro: int,
+    accumulation: int,
+    eval_batches: list[int],
 ) -> TrialResult:
-    """Train one model and measure it.
+    """One attempt at the trial of :func:`train`, from the initial weights to the result.
+
+    The arguments are those of :func:`train`, except:
 
     Args:
-        cfg: the composed lrbatch config.
-        batch_size: effective batch size (examples per optimizer step).
-        lr: peak learning rate, per optimizer step.
-        seed: fixes the initial weights and the order of examples.
-        data: the dataset, already on the device (built from ``cfg.dataset`` if None).
-        fabric: this worker's Fabric (made from ``cfg.hardware`` if None).
-        micro_batch: override of the micro-batch (default: from ``hardware.max_micro_batch``).
+        micro: examples per forward/backward pass.
+        accumulation: micro-batches per optimizer step (micro × accumulation == batch_size).
+        eval_batches: see :func:`_evaluate_in_memory`; the last one is used.
 
-    Returns:
-        The trial's result; a diverged run returns early with ``diverged=True``.
+    Raises:
+        torch.OutOfMemoryError: in training; the caller may try again with a smaller micro-batch.
+        ModelDoesNotFitError: in evaluation, even at one example per pass.
     """
-    started = time.perf_counter()
-    fabric = fabric if fabric is not None else make_fabric(cfg.hardware)
-    data = (data if data is not None else load_data(cfg)).to(fabric.device)
     # Plain copies of the settings: an OmegaConf lookup inside the loop costs ~20 µs each.
     schedule = cast(ScheduleConfig, OmegaConf.to_object(cfg.schedule))
     budget = cast(BudgetConfig, OmegaConf.to_object(cfg.budget))
     metric_name, direction = str(cfg.study.metric), str(cfg.study.direction)
-    eval_batch = int(cfg.hardware.eval_batch)
-    micro, accumulation = split_batch(batch_size, micro_batch or cfg.hardware.max_micro_batch)
     max_steps = training_length(cfg.budget, data.num_train, batch_size)
     total_samples = max_steps * batch_size  # the schedule's length, in samples
     eval_every = max(1, round(budget.eval_every_epochs * data.num_train / batch_size))
@@ -265,14 +317,14 @@ def train(
                 diverged = True
                 break
         if is_target and (step % eval_every == 0 or step == max_steps):
-            metrics = evaluate(model, data, fabric, eval_batch)
+            metrics = _evaluate_in_memory(model, data, fabric, eval_batches)
             reached = _reached(metrics[metric_name], target, direction)
             if reached:
                 break
 
     if not diverged:
         if not is_target:  # (the target budget evaluated at its last step already)
-            metrics = evaluate(model, data, fabric, eval_batch)
+            metrics = _evaluate_in_memory(model, data, fabric, eval_batches)
         tail = max(1, step // 10)  # train_loss: mean over the last 10% of the steps taken
         metrics["train_loss"] = step_losses[step - tail : step].mean().item()
     if is_target:
@@ -293,7 +345,71 @@ def train(
         samples=step * batch_size,
         micro_batch=micro,
         accumulation_steps=accumulation,
-        wall_time_s=time.perf_counter() - started,
+        eval_batch=eval_batches[-1],
+        wall_time_s=math.nan,  # train() times the trial, all attempts included
         device=device,
         reached_target=reached if budget.kind == "target" else None,
+        oom_eval_batches=tuple(eval_batches[:-1]),
     )
+
+
+def train(
+    cfg: DictConfig,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    data: TensorData | None = None,
+    fabric: L.Fabric | None = None,
+    micro_batch: int | None = None,
+) -> TrialResult:
+    """Train one model and measure it.
+
+    A run out of memory in training starts again, from the same initial weights and example
+    order, with at most half the micro-batch; one out of memory in evaluation evaluates again
+    at half the evaluation batch. ``oom_micro_batches`` and ``oom_eval_batches`` record it.
+
+    Args:
+        cfg: the composed lrbatch config.
+        batch_size: effective batch size (examples per optimizer step).
+        lr: peak learning rate, per optimizer step.
+        seed: fixes the initial weights and the order of examples.
+        data: the dataset, already on the device (built from ``cfg.dataset`` if None).
+        fabric: this worker's Fabric (made from ``cfg.hardware`` if None).
+        micro_batch: override of the micro-batch (default: from ``hardware.max_micro_batch``).
+
+    Returns:
+        The trial's result; a diverged run returns early with ``diverged=True``.
+
+    Raises:
+        ModelDoesNotFitError: out of memory even at one example per forward pass.
+    """
+    started = time.perf_counter()
+    fabric = fabric if fabric is not None else make_fabric(cfg.hardware)
+    data = (data if data is not None else load_data(cfg)).to(fabric.device)
+    micro, accumulation = split_batch(batch_size, micro_batch or cfg.hardware.max_micro_batch)
+    eval_batches = [min(int(cfg.hardware.eval_batch), len(data.x_val))]
+    oom_micro_batches: list[int] = []
+    while True:
+        try:
+            result = _train_once(
+                cfg, batch_size, lr, seed, data, fabric, micro, accumulation, eval_batches
+            )
+        except ModelDoesNotFitError:  # in evaluation: a smaller micro-batch would not help
+            raise
+        except torch.OutOfMemoryError as error:
+            if micro == 1:
+                raise ModelDoesNotFitError(
+                    f"the model does not fit in {fabric.device} memory in training even at "
+                    f"micro-batch 1 (effective batch {batch_size}; out of memory at micro-batches "
+                    f"{[*oom_micro_batches, micro]})"
+                ) from error
+            oom_micro_batches.append(micro)
+        else:
+            return replace(
+                result,
+                oom_micro_batches=tuple(oom_micro_batches),
+                wall_time_s=time.perf_counter() - started,
+            )
+        # (outside the except block, so the failed attempt's model and tensors are free to go)
+        _free_memory(fabric)
+        micro, accumulation = split_batch(batch_size, micro // 2)
