@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pg import fresh_postgres_url, make_postgres_database, postgres_url  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))

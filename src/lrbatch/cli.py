@@ -231,7 +231,7 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"optuna-dashboard for {redact(url)} on http://{args.host}:{args.port}/ (Ctrl-C stops it)"
     )
-    run_server(open_storage(url, heartbeat=False), host=args.host, port=args.port)
+    run_server(open_storage(url, heartbeat_interval=None), host=args.host, port=args.port)
     return 0
 
 

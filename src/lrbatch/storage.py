@@ -1,16 +1,21 @@
 """Opening the study's storage: checked before anything is created, never leaking credentials.
 
 SQLite is the default (one file under ``./runs/``); it is put in WAL mode with a busy timeout
-so that several worker processes can write to it. Any other SQLAlchemy URL (PostgreSQL for
-several machines) is passed to Optuna's RDBStorage as it is.
+so that several worker processes can write to it. PostgreSQL (for several machines) uses
+psycopg 3 when the URL names no driver, with a connect timeout and pre-ping. Any other
+SQLAlchemy URL is passed to Optuna's RDBStorage as it is.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
+import time
 import warnings
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import optuna
 import sqlalchemy.exc
@@ -19,11 +24,21 @@ from sqlalchemy.engine import URL, make_url
 
 from lrbatch.config import ConfigError
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_S", "default_url", "open_storage", "redact"]
+__all__ = [
+    "GRACE_PERIOD_S",
+    "HEARTBEAT_INTERVAL_S",
+    "SQLITE_BUSY_TIMEOUT_S",
+    "check_storage",
+    "default_url",
+    "open_storage",
+    "redact",
+]
 
 SQLITE_BUSY_TIMEOUT_S = 60.0  # a writer waits this long for the lock before failing
 HEARTBEAT_INTERVAL_S = 20  # a running trial records a heartbeat this often
 GRACE_PERIOD_S = 120  # a trial without a heartbeat for this long is failed as stale
+POSTGRES_CONNECT_TIMEOUT_S = 10  # give up on a server that does not answer after this long
+SCHEMA_ATTEMPTS = 5  # workers opening a new database together race to create its tables
 
 
 def default_url(study_name: str) -> str:
@@ -86,39 +101,123 @@ def check_storage(url: str) -> None:
         )
 
 
-def open_storage(url: str, heartbeat: bool = True) -> RDBStorage:
+def _with_driver(url: str, parsed: URL) -> URL:
+    """``parsed``, with psycopg 3 as its driver if it is a PostgreSQL URL naming none.
+
+    SQLAlchemy's default PostgreSQL driver is psycopg2, which lrbatch does not depend on; the
+    ``postgres`` extra installs psycopg 3. A driver named in the URL is kept.
+    """
+    if parsed.drivername not in ("postgresql", "postgres"):
+        return parsed
+    if importlib.util.find_spec("psycopg2") is not None:
+        return parsed.set(drivername="postgresql")
+    if importlib.util.find_spec("psycopg") is not None:
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ConfigError(
+        f"study.storage={redact(url)!r} needs a PostgreSQL driver and none is installed; "
+        "accepted: pip install 'lrbatch[postgres]' (psycopg 3), or a URL naming an installed "
+        "driver (postgresql+<driver>://...)"
+    )
+
+
+def _use_wal(url: str, path: Path) -> None:
+    """Put the SQLite file at ``path`` in WAL mode, in which readers don't block the writer.
+
+    The mode is stored in the file. Switching needs the file to itself and SQLite fails at once,
+    without its busy timeout, when another process is creating the tables: try again until
+    :data:`SQLITE_BUSY_TIMEOUT_S` has passed.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    with closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"study.storage={url!r}: cannot put the file in WAL mode: {error}"
+                    ) from None
+                time.sleep(0.05)
+
+
+def _engine_kwargs(url: str, parsed: URL) -> dict[str, Any]:
+    """SQLAlchemy engine settings for the backend of ``parsed`` (made ready for it)."""
+    if parsed.get_backend_name() == "sqlite":
+        _use_wal(url, Path(parsed.database or ""))
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}  # drop connections the server closed
+    libpq_driver = parsed.drivername in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2")
+    if libpq_driver and "connect_timeout" not in parsed.query:
+        engine_kwargs["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+    return engine_kwargs
+
+
+def _lost_schema_race(error: sqlalchemy.exc.SQLAlchemyError) -> bool:
+    """Whether ``error`` comes from another process creating the same tables at the same time.
+
+    Optuna creates its tables, enum types and version rows on the first open; workers that
+    start together on a new database collide on them ("already exists", a unique violation).
+    """
+    reason = str(getattr(error, "orig", None) or error)
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in reason
+
+
+def _cannot_open(url: str, parsed: URL, error: Exception) -> ConfigError:
+    """The error for a storage that cannot be opened, its reason cleared of the password."""
+    reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+    for spelling in (url, parsed.render_as_string(hide_password=False)):
+        reason = reason.replace(spelling, redact(url))
+    if parsed.password:
+        reason = reason.replace(str(parsed.password), "***")
+    if isinstance(error, ImportError) and parsed.get_backend_name() == "postgresql":
+        reason += "; pip install 'lrbatch[postgres]' installs psycopg 3 (postgresql+psycopg://)"
+    return ConfigError(f"study.storage={redact(url)!r} cannot be opened: {reason}")
+
+
+def open_storage(
+    url: str,
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
+    grace_period: int | None = GRACE_PERIOD_S,
+) -> RDBStorage:
     """Open (creating if needed) the storage at ``url``.
 
     Args:
-        url: a SQLAlchemy URL.
-        heartbeat: record heartbeats of running trials, so that a killed worker's trial is
-            failed as stale after :data:`GRACE_PERIOD_S` seconds.
+        url: a SQLAlchemy URL. A PostgreSQL URL without a driver (``postgresql://``) uses
+            psycopg 3 unless psycopg2 is installed.
+        heartbeat_interval: seconds between heartbeats of a running trial, or None for no
+            heartbeats (readers such as the dashboard, which run no trials).
+        grace_period: seconds without a heartbeat after which a running trial is failed as
+            stale (its worker was killed).
+
+    Returns:
+        Optuna's RDBStorage, its tables created; several processes may open a new database
+        at the same time.
 
     Raises:
-        ConfigError: the storage cannot be reached or written; the message never shows the
-            password.
+        ConfigError: the storage cannot be reached or written, or has no driver installed; the
+            message never shows the password.
     """
     check_storage(url)
-    parsed = _parse(url)
-    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "sqlite":
-        path = Path(parsed.database or "")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")  # persistent: readers don't block writers
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S if heartbeat else None,
-                grace_period=GRACE_PERIOD_S if heartbeat else None,
-            )
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-        reason = str(getattr(error, "orig", None) or error).splitlines()[0]
-        reason = reason.replace(url, redact(url))
-        if parsed.password:
-            reason = reason.replace(str(parsed.password), "***")
-        raise ConfigError(f"study.storage={redact(url)!r} cannot be opened: {reason}") from None
+    parsed = _with_driver(url, _parse(url))
+    engine_kwargs = _engine_kwargs(url, parsed)
+    attempt = 1
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    parsed.render_as_string(hide_password=False),
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                )
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            if attempt < SCHEMA_ATTEMPTS and _lost_schema_race(error):
+                attempt += 1
+                time.sleep(0.1 * attempt)  # the other process's schema commits meanwhile
+                continue
+            raise _cannot_open(url, parsed, error) from None
+        except ImportError as error:  # the URL names a driver that is not installed
+            raise _cannot_open(url, parsed, error) from None

@@ -56,7 +56,7 @@ def open_study(storage_url: str, study_name: str | None) -> optuna.Study:
     Raises:
         ConfigError: no such study, or the storage holds none.
     """
-    storage = open_storage(storage_url, heartbeat=False)
+    storage = open_storage(storage_url, heartbeat_interval=None)
     names = [
         s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
     ]
@@ -161,7 +161,7 @@ def import_csv(
         "lr": FloatDistribution(min(lrs), max(lrs), log=True),
         "seed": IntDistribution(min(seeds), max(seeds)),
     }
-    storage = open_storage(storage_url, heartbeat=False)
+    storage = open_storage(storage_url, heartbeat_interval=None)
     existing = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
     if study_name in existing:  # importing twice would duplicate every row
         raise ConfigError(
