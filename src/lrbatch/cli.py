@@ -1,6 +1,7 @@
 """``lrbatch``: the command line.
 
 lrbatch sweep [SWEEP_FILE] [OVERRIDES...]      run or resume a sweep
+lrbatch worker --storage URL --study NAME [KEY=VALUE...]    join a sweep's study
 lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
 lrbatch report [--storage URL] [--study NAME] [--out DIR]   analyse a study
 lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -23,6 +27,9 @@ from rich.table import Table
 from lrbatch import __version__
 from lrbatch.config import ConfigError
 from lrbatch.rules import RULE_NAMES, power_law, predict
+
+if TYPE_CHECKING:
+    from lrbatch.sweep import SweepOutcome
 
 __all__ = ["main"]
 
@@ -50,21 +57,49 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         outcome = run_sweep(cfg, console, trial_limit=args.trial_limit)
     except KeyboardInterrupt:
         console.print(
-            "[yellow]Interrupted.[/] Finished trials are saved; run the same command to resume."
+            "[yellow]Interrupted.[/] Finished trials are saved and running ones marked failed; "
+            "run the same command to resume."
         )
         return 130
     _print_report(cfg, console)
+    _print_end(outcome, console)
+    return 0
+
+
+def _worker(args: argparse.Namespace, console: Console) -> int:
+    from lrbatch.storage import redact
+    from lrbatch.sweep import join_sweep
+    from lrbatch.workers import STORAGE_ENV
+
+    url = args.storage or os.environ.get(STORAGE_ENV)
+    if not url:
+        raise ConfigError(
+            f"--storage is missing and ${STORAGE_ENV} is not set; accepted: the study's "
+            "SQLAlchemy URL, e.g. postgresql://user@host/lrbatch (a password is best kept in "
+            f"${STORAGE_ENV} or ~/.pgpass, out of the shell history)"
+        )
+    try:
+        outcome = join_sweep(url, args.study, args.overrides, console, args.trial_limit)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/] Running trials are marked failed and retried.")
+        return 130
+    console.print(f"Study {args.study!r} in {redact(url)}: ", end="")
+    _print_end(outcome, console)
+    return 0
+
+
+def _print_end(outcome: SweepOutcome, console: Console) -> None:
     ends = {
         "complete": "Sweep complete: every optimum is pinned and replicated.",
         "budget": f"Sweep stopped: its trial budget (sweep.max_trials={outcome.plan.max_trials}) "
         "is spent; raise it and rerun to go on.",
         "paused": f"Paused after {outcome.trials_run} trials (--trial-limit); rerun to go on.",
     }
+    workers = f" by {outcome.workers} workers" if outcome.workers > 1 else ""
     console.print(
-        f"{ends[outcome.why]} Trials this run: {outcome.trials_run}. "
+        f"{ends[outcome.why]} Trials this run: {outcome.trials_run}{workers}. "
         f"Study {outcome.study_name!r} in {outcome.storage}."
     )
-    return 0
 
 
 def _print_report(cfg: DictConfig, console: Console) -> None:
@@ -128,6 +163,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--trial-limit", type=int, default=None, help="train at most this many trials in this run"
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="work on a sweep's study from this shell or machine",
+        description="Join the study a `lrbatch sweep` created: train its next trials with "
+        "its recorded settings until its plan is done. Run it on as many machines as you like "
+        "against one PostgreSQL storage; with hardware.accelerator=gpu it starts one worker "
+        "per visible GPU.",
+    )
+    worker.add_argument(
+        "--storage",
+        default=None,
+        help="the study's SQLAlchemy URL (default: $LRBATCH_STORAGE, which keeps a password "
+        "out of the process list)",
+    )
+    worker.add_argument("--study", required=True, help="the study's name (study.name)")
+    worker.add_argument(
+        "--trial-limit", type=int, default=None, help="train at most this many trials"
+    )
+    worker.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="settings that differ on this machine: hardware.accelerator=gpu, "
+        "hardware.workers=4, dataset.data_dir=/scratch/data",
     )
 
     pred = commands.add_parser(
@@ -252,9 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     _quiet_libraries()
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM): like Ctrl-C
     try:
         commands = {
             "sweep": _sweep,
+            "worker": _worker,
             "predict": _predict,
             "report": _report,
             "dashboard": _dashboard,
@@ -264,6 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return 2
+    except RuntimeError as error:
+        from lrbatch.workers import WorkerFailed  # (imported late: `lrbatch predict` stays quick)
+
+        if not isinstance(error, WorkerFailed):
+            raise
+        console.print(f"[bold red]error:[/] {error}", highlight=False, markup=False)
+        return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -159,6 +159,43 @@ def load_config(
     return cfg
 
 
+def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None) -> DictConfig:
+    """The config a study was run with (its ``lrbatch.config``), with ``key=value`` overrides.
+
+    A worker joining a study trains with the study's settings; the overrides are for what
+    differs between machines (``hardware.*``, ``dataset.data_dir``), and training settings
+    are checked against the study's afterwards.
+
+    Raises:
+        ConfigError: an override that is not ``key=value`` or names an unknown setting.
+    """
+    cfg = OmegaConf.merge(OmegaConf.structured(LRBatchConfig), recorded)
+    assert isinstance(cfg, DictConfig)
+    for override in overrides or []:
+        key, equals, value = override.partition("=")
+        _require(
+            bool(equals) and bool(key) and not key.startswith(("+", "~")),
+            "override",
+            override,
+            "key=value, e.g. hardware.threads=4, for a setting the study's config has",
+        )
+        _require(
+            OmegaConf.select(cfg, key, default=_MISSING_KEY) is not _MISSING_KEY,
+            key,
+            value,
+            "a setting of the study's config (see `lrbatch report` or the dashboard)",
+        )
+        try:
+            OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, merge=False)
+        except (OmegaConfBaseException, yaml.YAMLError) as error:
+            raise ConfigError(f"{key}={value} is not accepted: {_explain(error)}") from None
+    validate(cfg)
+    return cfg
+
+
+_MISSING_KEY = object()
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     """Compose; a key unknown to a ``_target_`` section is added, so that
     :func:`check_target` can name the settings the target accepts."""

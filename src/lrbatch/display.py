@@ -1,25 +1,30 @@
-"""Live progress of a sweep: where each batch size stands, what runs now, what just finished.
+"""Live progress of a sweep, read from the study: each batch size, each worker, each new result.
 
+Everything shown comes from the study's trials, so the panel is the same whether the trials
+are trained in this process, by worker processes it started, or by workers on other machines.
 On a terminal it is a rich live panel; elsewhere (CI, pipes, logs) one line per finished trial.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import time
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from lrbatch.plan import Observation, Proposal, SweepPlan
+from lrbatch.plan import SweepPlan
 from lrbatch.progress import format_lr, summarize
-from lrbatch.train import TrialResult
+from lrbatch.sampler import observations, point
 
-__all__ = ["SweepProgress"]
+__all__ = ["SweepProgress", "describe_trial", "worker_label"]
 
 
 def _duration(seconds: float) -> str:
@@ -27,12 +32,41 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def _outcome(result: TrialResult, metric: str) -> str:
-    if result.diverged:
-        return f"diverged at step {result.steps}"
-    if result.reached_target is not None:
-        return f"target in {result.steps} steps" if result.reached_target else "target not reached"
-    return f"{metric} {result.metrics.get(metric, math.nan):.4g}"
+def worker_label(trial: FrozenTrial) -> str:
+    """Which worker trains (trained) a trial: ``host:pid`` and its device slot."""
+    worker: dict[str, Any] = trial.user_attrs.get("worker") or {}
+    if not worker:
+        return "—"
+    return f"{worker.get('host')}:{worker.get('pid')} {worker.get('slot', '')}".strip()
+
+
+def _outcome(trial: FrozenTrial, metric: str) -> str:
+    attrs = trial.user_attrs
+    if trial.state == TrialState.FAIL:
+        return f"failed ({attrs.get('error', 'killed or interrupted: it will be retried')})"
+    if attrs.get("diverged"):
+        return f"diverged at step {attrs.get('steps')}"
+    if attrs.get("reached_target") is not None:
+        steps = attrs.get("steps")
+        return f"target in {steps} steps" if attrs["reached_target"] else "target not reached"
+    value = (attrs.get("metrics") or {}).get(metric, trial.value)
+    return f"{metric} {value:.4g}" if value is not None else "no value"
+
+
+def describe_trial(trial: FrozenTrial, metric: str) -> str:
+    """One line for a finished trial: its number, point, reason, outcome, time and worker."""
+    where = point(trial)
+    what = (
+        f"B={where.batch_size} lr={format_lr(where.lr)} seed={where.seed} ({where.reason})"
+        if where
+        else "(no point)"
+    )
+    wall = trial.user_attrs.get("wall_time_s")
+    took = f", {wall:.1f}s" if isinstance(wall, float) else ""
+    extra = ""
+    if trial.user_attrs.get("oom_micro_batches"):
+        extra = f", out of memory at micro-batch {trial.user_attrs['oom_micro_batches']}"
+    return f"#{trial.number} {what}: {_outcome(trial, metric)}{took}{extra} [{worker_label(trial)}]"
 
 
 class SweepProgress:
@@ -51,8 +85,8 @@ class SweepProgress:
         self._metric = metric
         self._title = title
         self._started = time.monotonic()
-        self._observations: Sequence[Observation] = ()
-        self._running: Proposal | None = None
+        self._trials: Sequence[FrozenTrial] = ()
+        self._reported: set[int] | None = None  # finished trials already shown
         self._last = ""
         self._live: Live | None = None
 
@@ -74,26 +108,26 @@ class SweepProgress:
             self._live.update(self._render())
             self._live.__exit__(kind, error, traceback)
 
-    def update(self, observations: Sequence[Observation], running: Proposal | None = None) -> None:
-        """Show the study's current trials and, if any, the trial starting now."""
-        self._observations = observations
-        self._running = running
+    def update(self, trials: Sequence[FrozenTrial]) -> None:
+        """Show the study as it is now; report the trials that finished since the last call."""
+        self._trials = trials
+        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+        if self._reported is None:  # trials of earlier runs are not news
+            self._reported = {t.number for t in finished}
+        for trial in finished:
+            if trial.number in self._reported:
+                continue
+            self._reported.add(trial.number)
+            self._last = describe_trial(trial, self._metric)
+            if self._live is None:
+                self._console.print(self._last, highlight=False)
         if self._live is not None:
             self._live.update(self._render())
 
-    def finished(self, proposal: Proposal, result: TrialResult, trials_total: int) -> None:
-        """Report a trial that just ended."""
-        self._last = (
-            f"#{trials_total} B={proposal.batch_size} lr={format_lr(proposal.lr)} "
-            f"seed={proposal.seed} ({proposal.reason}): {_outcome(result, self._metric)}, "
-            f"{result.wall_time_s:.1f}s"
-        )
-        if self._live is None:
-            self._console.print(self._last, highlight=False)
-
     def _render(self) -> Group:
-        rows = summarize(self._plan, self._observations)
-        done = sum(o.value is not None for o in self._observations)
+        seen = observations(self._trials)
+        rows = summarize(self._plan, seen)
+        done = sum(o.value is not None for o in seen)
         table = Table(box=None, pad_edge=False)
         for column in ("batch", "status", "trials", "best lr", self._metric):
             table.add_column(column, justify="left" if column == "status" else "right")
@@ -112,11 +146,28 @@ class SweepProgress:
             style="bold",
         )
         lines: list[Text | Table] = [header, table]
-        if self._running is not None:
-            p = self._running
-            lines.append(
-                Text(f"now:  B={p.batch_size} lr={format_lr(p.lr)} seed={p.seed} ({p.reason})")
-            )
+        running = [t for t in self._trials if t.state == TrialState.RUNNING and point(t)]
+        if running:
+            workers = Table(box=None, pad_edge=False, title="running now", title_justify="left")
+            for column in ("worker", "trial", "batch", "lr", "seed", "why", "for"):
+                workers.add_column(
+                    column, justify="left" if column in ("worker", "why") else "right"
+                )
+            now = datetime.datetime.now()
+            for trial in running:
+                where = point(trial)
+                assert where is not None
+                started = trial.datetime_start or now
+                workers.add_row(
+                    worker_label(trial),
+                    f"#{trial.number}",
+                    str(where.batch_size),
+                    format_lr(where.lr),
+                    str(where.seed),
+                    where.reason,
+                    _duration((now - started).total_seconds()),
+                )
+            lines.append(workers)
         if self._last:
             lines.append(Text(f"last: {self._last}", style="dim"))
         return Group(*lines)

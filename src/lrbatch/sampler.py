@@ -15,14 +15,20 @@ Usable in any Optuna study whose objective suggests ``batch_size``, ``lr`` and `
     study.optimize(objective, callbacks=[stop_when_plan_finished])
 
 Every decision is derived from the study's trials (running ones included), so samplers in
-several processes or machines sharing one storage cooperate. Other parameters the objective
-suggests are sampled by the ``fallback`` sampler.
+several processes or machines sharing one storage cooperate. Two samplers never propose the
+same point: trial numbers order them (the storage numbers trials under a lock), each sampler
+waits until every lower-numbered running trial has recorded its point, and records its own
+before returning. A trial that failed without an error of its own (its worker was killed,
+interrupted, or went silent past the heartbeat grace period) is retried first, with the same
+parameters. Other parameters the objective suggests are sampled by the ``fallback`` sampler.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,16 +37,41 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from lrbatch.plan import Finished, Observation, Proposal, SweepPlan
+from lrbatch.plan import Finished, Observation, Proposal, SweepPlan, Wait
 
-__all__ = ["PARAMS", "LRBatchSampler", "observations", "stop_when_plan_finished"]
+__all__ = [
+    "PARAMS",
+    "LRBatchSampler",
+    "next_step",
+    "observations",
+    "point",
+    "stop_when_plan_finished",
+]
 
 PARAMS = ("batch_size", "lr", "seed")
+PROPOSAL_ATTR = "lrbatch:proposal"  # trial system attribute: the point, recorded at once
 _ACTIVE = (TrialState.COMPLETE, TrialState.RUNNING)
+_ORDER_POLL_S = 0.02  # how often a sampler looks whether lower-numbered trials have a point
+_ORDER_TIMEOUT_S = 10.0  # ...and how long it waits for one that never records any
+
+
+def point(trial: FrozenTrial) -> Proposal | None:
+    """The (batch size, lr, seed) a trial trains and why: the proposal its sampler recorded
+    (available before its parameters are), else its parameters; None if it has neither."""
+    recorded = trial.system_attrs.get(PROPOSAL_ATTR)
+    if recorded is not None:
+        return Proposal(**recorded)
+    params = trial.params
+    if "batch_size" not in params or "lr" not in params:
+        return None
+    reason = str(trial.user_attrs.get("reason") or "")
+    return Proposal(
+        int(params["batch_size"]), float(params["lr"]), int(params.get("seed", 0)), reason
+    )
 
 
 def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> list[Observation]:
-    """The plan's view of finished and running trials that carry ``batch_size`` and ``lr``.
+    """The plan's view of finished and running trials that have a :func:`point`.
 
     A trial counts as diverged when its ``diverged`` user attribute is set or its value is not
     finite.
@@ -49,22 +80,66 @@ def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> l
     for trial in trials:
         if trial.number == exclude or trial.state not in _ACTIVE:
             continue
-        if "batch_size" not in trial.params or "lr" not in trial.params:
+        where = point(trial)
+        if where is None:
             continue
         value = trial.value if trial.state == TrialState.COMPLETE else None
         # lrbatch records divergence; for other trials a non-finite value means it
         diverged = trial.user_attrs.get("diverged", value is not None and not math.isfinite(value))
         seen.append(
             Observation(
-                batch_size=int(trial.params["batch_size"]),
-                lr=float(trial.params["lr"]),
-                seed=int(trial.params.get("seed", 0)),
+                batch_size=where.batch_size,
+                lr=where.lr,
+                seed=where.seed,
                 value=value,
                 diverged=bool(diverged),
-                reason=trial.user_attrs.get("reason"),
+                reason=_planned(where.reason) or None,
             )
         )
     return seen
+
+
+def _retry(trials: Sequence[FrozenTrial], exclude: int | None) -> Proposal | None:
+    """The point of the first trial that failed without an error of its own (killed,
+    interrupted, stale) and that no running or finished trial covers since."""
+    taken = [p for t in trials if t.state in _ACTIVE and t.number != exclude and (p := point(t))]
+    for trial in trials:
+        if trial.state != TrialState.FAIL or "error" in trial.user_attrs:
+            continue
+        failed = point(trial)
+        if failed is None or failed.reason.startswith("explore"):
+            continue
+        if not any(_same_point(failed, p) for p in taken):
+            reason = f"retry of #{trial.number}: {_planned(failed.reason)}"
+            return Proposal(failed.batch_size, failed.lr, failed.seed, reason)
+    return None
+
+
+def _planned(reason: str) -> str:
+    """The plan's reason for a point: ``bracket`` for ``retry of #12: bracket``."""
+    return reason.split(": ", 1)[1] if reason.startswith("retry of #") else reason
+
+
+def _same_point(a: Proposal, b: Proposal) -> bool:
+    return (a.batch_size, a.seed) == (b.batch_size, b.seed) and math.isclose(
+        a.lr, b.lr, rel_tol=1e-9
+    )
+
+
+def next_step(
+    plan: SweepPlan, trials: Sequence[FrozenTrial], exclude: int | None = None
+) -> Proposal | Wait | Finished:
+    """What the study needs next: a retry of a killed trial's point, else :meth:`SweepPlan.next`.
+
+    Args:
+        plan: the sweep's plan.
+        trials: every trial of the study.
+        exclude: the number of the trial asking (it is not one of the trials to consider).
+    """
+    decision = plan.next(observations(trials, exclude))
+    if isinstance(decision, Finished):
+        return decision
+    return _retry(trials, exclude) or decision
 
 
 class LRBatchSampler(BaseSampler):
@@ -114,8 +189,12 @@ class LRBatchSampler(BaseSampler):
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
         proposal = self._proposals.get(trial.number)
         if proposal is None:
-            proposal = self._propose(study.get_trials(deepcopy=False), trial.number)
+            proposal = self._propose(self._after_earlier_trials(study, trial.number), trial.number)
             self._proposals[trial.number] = proposal
+            # Record the whole point at once: later trials' samplers wait for it.
+            study._storage.set_trial_system_attr(
+                trial._trial_id, PROPOSAL_ATTR, dataclasses.asdict(proposal)
+            )
         value: float = {
             "batch_size": proposal.batch_size,
             "lr": proposal.lr,
@@ -132,11 +211,26 @@ class LRBatchSampler(BaseSampler):
         """What this sampler proposed for a trial it sampled (and why), while the trial runs."""
         return self._proposals.get(trial_number)
 
+    @staticmethod
+    def _after_earlier_trials(study: Study, number: int) -> list[FrozenTrial]:
+        """The study's trials, once every running trial numbered below ``number`` has a point
+        (or :data:`_ORDER_TIMEOUT_S` has passed: a trial that never records one is ignored)."""
+        deadline = time.monotonic() + _ORDER_TIMEOUT_S
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            pending = any(
+                t.number < number and t.state == TrialState.RUNNING and point(t) is None
+                for t in trials
+            )
+            if not pending or time.monotonic() > deadline:
+                return trials
+            time.sleep(_ORDER_POLL_S)
+
     def _propose(self, trials: list[FrozenTrial], number: int) -> Proposal:
-        seen = observations(trials, exclude=number)
-        decision = self.plan.next(seen)
+        decision = next_step(self.plan, trials, exclude=number)
         if isinstance(decision, Proposal):
             return decision
+        seen = observations(trials, exclude=number)
         states = self.plan.states(seen)
         state = min(states.values(), key=lambda s: (s.phase == "done", s.trials))
         center = state.best_lr or math.sqrt(self.plan.lr_min * self.plan.lr_max)
@@ -167,5 +261,5 @@ def stop_when_plan_finished(study: Study, trial: FrozenTrial) -> None:
     sampler = study.sampler
     if not isinstance(sampler, LRBatchSampler):
         return
-    if isinstance(sampler.plan.next(observations(study.get_trials(deepcopy=False))), Finished):
+    if isinstance(next_step(sampler.plan, study.get_trials(deepcopy=False)), Finished):
         study.stop()

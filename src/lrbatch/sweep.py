@@ -3,14 +3,21 @@
 Everything that can be wrong with the input is found before the first trial and before the
 storage is created: settings, dataset, model, optimizer, batch sizes against the data, the
 storage itself, and, when resuming, that the study was run with the same training settings.
+
+One worker trains in this process; more (``hardware.workers``, or one per visible GPU) are
+started as processes by :mod:`lrbatch.workers`, each running :func:`work` on the same study.
+``lrbatch worker`` joins a study that already exists (:func:`join_sweep`) the same way.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -22,15 +29,25 @@ from optuna.trial import Trial
 from rich.console import Console
 
 from lrbatch import __version__
-from lrbatch.config import ConfigError, validate
+from lrbatch.config import ConfigError, config_of_study, validate
 from lrbatch.data import TensorData
 from lrbatch.display import SweepProgress
 from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
-from lrbatch.sampler import LRBatchSampler, observations
+from lrbatch.sampler import LRBatchSampler, next_step, observations
 from lrbatch.storage import check_storage, default_url, open_storage, redact
 from lrbatch.train import build_model, load_data, make_fabric, train
+from lrbatch.workers import SLOT_ENV, WorkerPool, worker_slots
 
-__all__ = ["TRAINING_SETTINGS", "SweepOutcome", "Worker", "prepare", "run_sweep", "storage_url"]
+__all__ = [
+    "TRAINING_SETTINGS",
+    "SweepOutcome",
+    "Worker",
+    "join_sweep",
+    "prepare",
+    "run_sweep",
+    "storage_url",
+    "work",
+]
 
 # Settings that change what a trial measures: a study keeps one value of each for its life.
 TRAINING_SETTINGS = (
@@ -66,6 +83,7 @@ class SweepOutcome:
     trials_run: int
     plan: SweepPlan
     observations: list[Observation]
+    workers: int = 1
 
 
 def storage_url(cfg: DictConfig) -> str:
@@ -119,6 +137,8 @@ class Worker:
     fabric: L.Fabric
     study: optuna.Study
     sampler: LRBatchSampler
+    trained: int = 0  # trials this worker trained (not counting skipped ones)
+    identity: dict[str, Any] = field(default_factory=dict)  # recorded on each trial: "worker"
 
     def observations(self) -> list[Observation]:
         return observations(self.study.get_trials(deepcopy=False))
@@ -131,7 +151,9 @@ def _cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _check_data_and_model(cfg: DictConfig, plan: SweepPlan, fabric: L.Fabric) -> TensorData:
+def _check_data_and_model(
+    cfg: DictConfig, plan: SweepPlan, fabric: L.Fabric, on_device: bool
+) -> TensorData:
     try:
         data = load_data(cfg)
     except Exception as error:
@@ -158,11 +180,18 @@ def _check_data_and_model(cfg: DictConfig, plan: SweepPlan, fabric: L.Fabric) ->
         raise ConfigError(
             f"model ({cfg.model._target_}) or optimizer ({cfg.optimizer._target_}): {_cause(error)}"
         ) from None
-    return data.to(fabric.device)
+    # (a process that only starts worker processes leaves the GPUs to them)
+    return data.to(fabric.device) if on_device else data
 
 
-def prepare(cfg: DictConfig) -> Worker:
+def prepare(cfg: DictConfig, *, record: bool = True, on_device: bool = True) -> Worker:
     """Check the config, data, model and storage; then open or create the study.
+
+    Args:
+        cfg: the composed config.
+        record: save the config into the study (a worker joining the study does not).
+        on_device: put the data on the training device (False in a process that only starts
+            worker processes: the model is then checked on the CPU).
 
     Raises:
         ConfigError: any bad input, before anything is created or trained.
@@ -178,9 +207,11 @@ def prepare(cfg: DictConfig) -> Worker:
             f"hardware (accelerator={cfg.hardware.accelerator!r}, "
             f"precision={cfg.hardware.precision!r}) cannot be used here: {error}"
         ) from None
-    data = _check_data_and_model(cfg, plan, fabric)
+    data = _check_data_and_model(cfg, plan, fabric, on_device)
     sampler = LRBatchSampler(plan)
-    storage = open_storage(url)
+    storage = open_storage(
+        url, heartbeat_interval=cfg.study.heartbeat_interval, grace_period=cfg.study.grace_period
+    )
     # with the target budget the objective is steps to reach the target: fewer is better
     direction: Any = objective_direction(cfg)
     study = optuna.create_study(
@@ -205,17 +236,22 @@ def prepare(cfg: DictConfig) -> Worker:
             f"study {cfg.study.name!r} in {redact(url)} was run with other training settings "
             f"({changes}). Resume it with its settings, or start a new study: study.name=NEW"
         )
-    study.set_user_attr("lrbatch.config", OmegaConf.to_container(cfg, resolve=True))
-    study.set_user_attr("lrbatch.version", __version__)
-    return Worker(cfg, plan, data, fabric, study, sampler)
+    if record:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(config, dict)
+        config["study"]["storage"] = redact(url) if cfg.study.storage else None
+        study.set_user_attr("lrbatch.config", config)
+        study.set_user_attr("lrbatch.version", __version__)
+    slot = os.environ.get(SLOT_ENV) or str(fabric.device)
+    identity = {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot}
+    return Worker(cfg, plan, data, fabric, study, sampler, identity=identity)
 
 
-def _objective(
-    worker: Worker, progress: SweepProgress, done: list[tuple[Proposal, Any]]
-) -> Callable[[Trial], float]:
+def _objective(worker: Worker) -> Callable[[Trial], float]:
     plan = worker.plan
 
     def objective(trial: Trial) -> float:
+        trial.set_user_attr("worker", worker.identity)  # first: whose trial, if this dies
         batch = trial.suggest_int(
             "batch_size", min(plan.batch_sizes), max(plan.batch_sizes), log=True
         )
@@ -225,9 +261,7 @@ def _objective(
         if proposal.reason == "explore":  # another worker took the planned point meanwhile
             trial.set_user_attr("reason", "explore (skipped: the plan had nothing to propose)")
             raise optuna.TrialPruned()
-        seen = worker.observations()
-        progress.update(seen, proposal)
-        anchor = plan.anchor_lr(seen)
+        anchor = plan.anchor_lr(worker.observations())
         trial.set_user_attr("reason", proposal.reason)
         trial.set_user_attr("effective_batch", batch)
         trial.set_user_attr("seed", seed)
@@ -251,12 +285,68 @@ def _objective(
             "device",
             "reached_target",
             "metrics",
+            "eval_batch",
+            "oom_micro_batches",  # the micro-batches that ran out of memory, then halved
+            "oom_eval_batches",
         ):
             trial.set_user_attr(key, getattr(result, key))
-        done.append((proposal, result))
+        worker.trained += 1
         return result.value
 
     return objective
+
+
+def work(
+    worker: Worker, progress: SweepProgress | None = None, trial_limit: int | None = None
+) -> str:
+    """Train the study's next trials in this process until the plan is finished.
+
+    Any number of workers, here or on other machines, may run this on one study at once.
+
+    Args:
+        worker: from :func:`prepare`.
+        progress: shows the study after each step, if given.
+        trial_limit: train at most this many trials.
+
+    Returns:
+        ``complete`` or ``budget`` (the plan is finished), or ``paused`` (trial limit reached).
+    """
+    objective = _objective(worker)
+    while trial_limit is None or worker.trained < trial_limit:
+        trials = worker.study.get_trials(deepcopy=False)
+        if progress is not None:
+            progress.update(trials)
+        decision = next_step(worker.plan, trials)
+        if isinstance(decision, Finished):
+            return decision.why
+        if decision is WAIT:  # other workers' trials are running; stale ones get failed
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(worker.study)
+            time.sleep(_POLL_S)
+            continue
+        worker.study.optimize(objective, n_trials=1)
+    if progress is not None:
+        progress.update(worker.study.get_trials(deepcopy=False))
+    return "paused"
+
+
+def _run(cfg: DictConfig, console: Console, trial_limit: int | None, record: bool) -> SweepOutcome:
+    slots = worker_slots(cfg.hardware)
+    worker = prepare(cfg, record=record, on_device=len(slots) == 1)
+    url = storage_url(cfg)
+    title = f"lrbatch · study {cfg.study.name!r} in {redact(url)}"
+    if len(slots) > 1:
+        title += f" · {len(slots)} workers"
+    progress = SweepProgress(console, worker.plan, objective_name(cfg), title)
+    with progress:
+        if len(slots) == 1:
+            why, trained = work(worker, progress, trial_limit), worker.trained
+        else:
+            why, trained = WorkerPool(cfg, url, slots).run(worker, progress, trial_limit)
+    return SweepOutcome(
+        cfg.study.name, redact(url), why, trained, worker.plan, worker.observations(), len(slots)
+    )
 
 
 def run_sweep(
@@ -275,30 +365,43 @@ def run_sweep(
     Raises:
         ConfigError: bad input, found before any trial runs.
     """
-    console = console or Console()
-    worker = prepare(cfg)
-    title = f"lrbatch sweep · study {cfg.study.name!r} in {redact(storage_url(cfg))}"
-    done: list[tuple[Proposal, Any]] = []
-    objective = _objective(
-        worker, progress := SweepProgress(console, worker.plan, objective_name(cfg), title), done
-    )
-    why = "paused"
-    with progress:
-        while trial_limit is None or len(done) < trial_limit:
-            seen = worker.observations()
-            progress.update(seen)
-            decision = worker.plan.next(seen)
-            if isinstance(decision, Finished):
-                why = decision.why
-                break
-            if decision is WAIT:  # other workers' trials are running; stale ones get failed
-                optuna.storages.fail_stale_trials(worker.study)
-                time.sleep(_POLL_S)
-                continue
-            before = len(done)
-            worker.study.optimize(objective, n_trials=1)
-            if len(done) > before:
-                progress.finished(*done[-1], len(worker.study.get_trials(deepcopy=False)))
-    return SweepOutcome(
-        cfg.study.name, redact(storage_url(cfg)), why, len(done), worker.plan, worker.observations()
-    )
+    return _run(cfg, console or Console(), trial_limit, record=True)
+
+
+def join_sweep(
+    url: str,
+    study_name: str,
+    overrides: list[str] | None = None,
+    console: Console | None = None,
+    trial_limit: int | None = None,
+) -> SweepOutcome:
+    """Work on a study that ``lrbatch sweep`` created, with its recorded settings.
+
+    Args:
+        url: the study's storage (a SQLAlchemy URL).
+        study_name: the study.
+        overrides: ``key=value`` settings that differ on this machine (``hardware.*``,
+            ``dataset.data_dir``); training settings must stay the study's.
+        console: where progress is shown.
+        trial_limit: train at most this many trials.
+
+    Raises:
+        ConfigError: no such study, it was not made by ``lrbatch sweep``, or bad overrides.
+    """
+    storage = open_storage(url, heartbeat_interval=None)
+    try:
+        recorded = optuna.load_study(study_name=study_name, storage=storage).user_attrs
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise ConfigError(
+            f"--study={study_name!r} is not in {redact(url)}; its studies: {names}. "
+            "Start a sweep there first: lrbatch sweep study.storage=URL study.name=NAME"
+        ) from None
+    if "lrbatch.config" not in recorded:
+        raise ConfigError(
+            f"study {study_name!r} in {redact(url)} was not made by lrbatch sweep "
+            "(it has no lrbatch.config): there is no sweep to join"
+        )
+    cfg = config_of_study(recorded["lrbatch.config"], overrides)
+    cfg.study.storage = url
+    return _run(cfg, console or Console(), trial_limit, record=False)

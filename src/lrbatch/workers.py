@@ -1,0 +1,309 @@
+"""Worker processes: one per GPU (or several per GPU), or N CPU workers sharing the cores.
+
+Each worker is a ``lrbatch worker`` process on the same study, started with its device pinned
+before CUDA starts (``CUDA_VISIBLE_DEVICES``) and its share of the CPU threads. The study is
+the only thing they share: the plan is read from its trials, so workers never need to talk to
+each other, and workers on other machines (``lrbatch worker --storage URL``) join the same way.
+
+The pool watches its processes. A worker killed from outside (SIGKILL, the kernel's OOM
+killer) has its running trial failed at once and is restarted; the failed trial's point is
+retried first (:func:`lrbatch.sampler.next_step`). A worker whose trial raised an error stops
+the pool, with the end of its log. Ctrl-C interrupts every worker (each fails its running
+trial), waits a few seconds, and kills those still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
+
+from lrbatch.display import SweepProgress
+from lrbatch.plan import Finished
+from lrbatch.sampler import next_step
+
+__all__ = [
+    "STORAGE_ENV",
+    "Slot",
+    "WorkerFailed",
+    "WorkerPool",
+    "cpu_count",
+    "visible_gpus",
+    "worker_slots",
+]
+
+STORAGE_ENV = "LRBATCH_STORAGE"  # the storage URL reaches workers here, never on a command line
+SLOT_ENV = "LRBATCH_WORKER_SLOT"
+_WATCH_S = 0.5  # how often the pool looks at its processes and the study
+_STOP_S = 15.0  # after Ctrl-C, how long workers get to fail their trials before being killed
+MAX_RESTARTS = 3  # restarts of one slot's worker after it was killed from outside
+_LOCAL_DATASET = ("data_dir", "download")  # dataset settings that differ between machines
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process stopped with an error (its log's end is in the message)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker process runs.
+
+    Attributes:
+        label: shown in the progress panel and recorded on its trials (``GPU 1``, ``cpu 2/4``).
+        env: environment it is started with (``CUDA_VISIBLE_DEVICES`` for a GPU slot).
+        threads: torch CPU threads it uses (None: torch's default, all cores).
+    """
+
+    label: str
+    env: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (respects affinity masks, e.g. SLURM's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_slots(
+    hardware: DictConfig, cpus: int | None = None, gpus: Sequence[str] | None = None
+) -> list[Slot]:
+    """The worker processes ``hardware`` asks for on this machine.
+
+    ``gpu`` (or ``auto`` with GPUs visible): ``workers_per_gpu`` per visible GPU. ``cpu``:
+    ``workers`` processes. The cores are shared out unless ``hardware.threads`` is set. A
+    single slot trains in the calling process.
+
+    Args:
+        hardware: the ``hardware`` config section.
+        cpus: cores available (default: :func:`cpu_count`).
+        gpus: visible GPUs (default: :func:`visible_gpus`, asked only for ``gpu``/``auto``).
+    """
+    cpus = cpus or cpu_count()
+    if hardware.accelerator in ("gpu", "auto"):
+        gpus = list(gpus if gpus is not None else visible_gpus())
+        if gpus:
+            per_gpu = int(hardware.workers_per_gpu)
+            count = len(gpus) * per_gpu
+            threads = hardware.threads or max(1, cpus // count)
+            return [
+                Slot(
+                    f"GPU {gpu}" + (f" #{k + 1}" if per_gpu > 1 else ""),
+                    {"CUDA_VISIBLE_DEVICES": gpu},
+                    threads if count > 1 else hardware.threads,
+                )
+                for gpu in gpus
+                for k in range(per_gpu)
+            ]
+        if hardware.accelerator == "gpu":
+            return [Slot("GPU")]  # none visible: the worker's own check says so
+    count = int(hardware.workers)
+    if count == 1:
+        return [Slot("cpu", threads=hardware.threads)]
+    threads = hardware.threads or max(1, cpus // count)
+    return [Slot(f"cpu {k + 1}/{count}", threads=threads) for k in range(count)]
+
+
+def _overrides(cfg: DictConfig, slot: Slot) -> list[str]:
+    """``key=value`` settings a worker process gets on top of the study's recorded config:
+    this machine's hardware and local data settings, one worker per process."""
+    values: dict[str, Any] = {f"hardware.{k}": v for k, v in cfg.hardware.items()}
+    values.update({"hardware.workers": 1, "hardware.workers_per_gpu": 1})
+    values["hardware.threads"] = slot.threads
+    for key in ("heartbeat_interval", "grace_period"):
+        values[f"study.{key}"] = cfg.study[key]
+    for key in _LOCAL_DATASET:
+        if key in cfg.dataset:
+            values[f"dataset.{key}"] = cfg.dataset[key]
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+@dataclass
+class _Process:
+    slot: Slot
+    index: int
+    popen: subprocess.Popen[bytes]
+    log: Path
+    restarts: int = 0
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class WorkerPool:
+    """Starts and watches one worker process per slot on one study.
+
+    Args:
+        cfg: the sweep's config (its hardware and local data settings go to each worker).
+        url: the study's storage URL (passed in the environment, never on a command line).
+        slots: from :func:`worker_slots`.
+        log_dir: where each worker's output goes (default: ``runs/<study>.workers/``).
+    """
+
+    def __init__(
+        self, cfg: DictConfig, url: str, slots: Sequence[Slot], log_dir: Path | None = None
+    ) -> None:
+        self._cfg = cfg
+        self._url = url
+        self._slots = list(slots)
+        self._log_dir = log_dir or Path("runs") / f"{cfg.study.name}.workers"
+        self._host = socket.gethostname()
+        self._processes: list[_Process] = []
+        self._pids: set[int] = set()
+
+    def run(self, worker: Any, progress: SweepProgress, trial_limit: int | None) -> tuple[str, int]:
+        """Run the workers until each has stopped; show the study meanwhile.
+
+        Args:
+            worker: the :class:`lrbatch.sweep.Worker` of this process (its study and plan).
+            progress: the live display.
+            trial_limit: trials to train in all, shared out among the workers.
+
+        Returns:
+            Why the sweep stopped (``complete``, ``budget`` or ``paused``) and the number of
+            trials the workers trained.
+
+        Raises:
+            WorkerFailed: a worker's trial raised an error, or every worker was killed.
+            KeyboardInterrupt: after stopping every worker.
+        """
+        study = worker.study
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        shares = _shares(trial_limit, len(self._slots))
+        try:
+            for index, slot in enumerate(self._slots):
+                if shares[index] != 0:
+                    self._processes.append(self._start(slot, index, shares[index]))
+            while any(p.popen.poll() is None for p in self._processes):
+                progress.update(study.get_trials(deepcopy=False))
+                self._watch(study, worker.plan, trial_limit)
+                time.sleep(_WATCH_S)
+        except BaseException:
+            self._stop(study)
+            raise
+        trials = study.get_trials(deepcopy=False)
+        progress.update(trials)
+        decision = next_step(worker.plan, trials)
+        why = decision.why if isinstance(decision, Finished) else "paused"
+        return why, self._trained(trials)
+
+    def _start(self, slot: Slot, index: int, trial_limit: int | None) -> _Process:
+        env = {**os.environ, **slot.env, STORAGE_ENV: self._url, SLOT_ENV: slot.label}
+        env["PYTHONUNBUFFERED"] = "1"
+        command = [sys.executable, "-m", "lrbatch", "worker", "--study", self._cfg.study.name]
+        if trial_limit is not None:
+            command += ["--trial-limit", str(trial_limit)]
+        command += _overrides(self._cfg, slot)
+        log = self._log_dir / f"worker-{index + 1}.log"
+        handle: IO[bytes]
+        with log.open("ab") as handle:
+            handle.write(f"--- {time.strftime('%F %T')} {slot.label}\n".encode())
+            handle.flush()
+            popen = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the pool, which stops workers in order
+            )
+        self._pids.add(popen.pid)
+        return _Process(slot, index, popen, log)
+
+    def _watch(self, study: Any, plan: Any, trial_limit: int | None) -> None:
+        for process in list(self._processes):
+            code = process.popen.poll()
+            if code is None or code == 0:
+                continue
+            self._processes.remove(process)
+            if code in (1, 2):  # a trial's error (1) or bad input (2): stopping is the answer
+                self._stop(study)
+                kind = "bad input" if code == 2 else "an error"
+                raise WorkerFailed(
+                    f"worker {process.slot.label} (pid {process.popen.pid}) stopped with {kind}; "
+                    f"the end of its log {process.log}:\n{_tail(process.log)}"
+                )
+            # killed from outside: fail its trial now (not after the heartbeat grace period)
+            failed = self._fail_trials_of(study, {process.popen.pid})
+            trials = study.get_trials(deepcopy=False)
+            finished = isinstance(next_step(plan, trials), Finished)
+            left = None if trial_limit is None else trial_limit - self._trained(trials)
+            if finished or process.restarts >= MAX_RESTARTS or (left is not None and left <= 0):
+                continue
+            restarted = self._start(process.slot, process.index, left)
+            restarted.restarts = process.restarts + 1
+            self._processes.append(restarted)
+            with process.log.open("a") as log:
+                log.write(
+                    f"--- killed (exit {code}); failed trials {failed}; restarted as pid "
+                    f"{restarted.popen.pid}\n"
+                )
+        if not self._processes:
+            trials = study.get_trials(deepcopy=False)
+            left = None if trial_limit is None else trial_limit - self._trained(trials)
+            if not isinstance(next_step(plan, trials), Finished) and (left is None or left > 0):
+                raise WorkerFailed(
+                    f"every worker was killed {MAX_RESTARTS + 1} times; "
+                    f"see the logs in {self._log_dir}/"
+                )
+
+    def _stop(self, study: Any) -> None:
+        """Interrupt every worker, give them :data:`_STOP_S` to fail their trials, kill the
+        rest, and fail whatever trial of theirs still runs."""
+        live = [p for p in self._processes if p.popen.poll() is None]
+        for process in live:
+            process.popen.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + _STOP_S
+        for process in live:
+            try:
+                process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.popen.kill()
+                process.popen.wait()
+        self._fail_trials_of(study, self._pids)
+
+    def _mine(self, trial: FrozenTrial, pids: set[int]) -> bool:
+        worker = trial.user_attrs.get("worker") or {}
+        return worker.get("host") == self._host and worker.get("pid") in pids
+
+    def _fail_trials_of(self, study: Any, pids: set[int]) -> list[int]:
+        failed = []
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if self._mine(trial, pids):
+                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                failed.append(trial.number)
+        return failed
+
+    def _trained(self, trials: Sequence[FrozenTrial]) -> int:
+        return sum(t.state == TrialState.COMPLETE and self._mine(t, self._pids) for t in trials)
+
+
+def _shares(trial_limit: int | None, workers: int) -> list[int | None]:
+    """Each worker's part of ``trial_limit`` (None: no limit)."""
+    if trial_limit is None:
+        return [None] * workers
+    return [trial_limit // workers + (k < trial_limit % workers) for k in range(workers)]

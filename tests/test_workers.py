@@ -1,0 +1,372 @@
+"""Several workers on one study: CPU worker processes, killed workers, Ctrl-C, contention.
+
+Every test runs real ``lrbatch`` processes training real models on a real SQLite study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy.exc
+from conftest import ROOT, TINY
+from omegaconf import OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from lrbatch.config import load_config
+from lrbatch.plan import Finished, SweepPlan
+from lrbatch.sampler import next_step
+from lrbatch.storage import open_storage
+from lrbatch.sweep import run_sweep
+from lrbatch.workers import worker_slots
+
+SMOKE = ROOT / "sweeps" / "smoke.yaml"
+# Trials of about a second on 2 cores: long enough to be killed or interrupted mid-trial.
+SLOW_TRIALS = ["budget.epochs=40", "study.heartbeat_interval=1", "study.grace_period=3"]
+
+
+def load(name: str = "smoke") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///runs/{name}.db")
+
+
+def key(trial: FrozenTrial) -> tuple[int, float, int]:
+    return (trial.params["batch_size"], round(trial.params["lr"], 9), trial.params["seed"])
+
+
+def assert_no_point_trained_twice(study: optuna.Study) -> list[FrozenTrial]:
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    repeated = [p for p, n in Counter(key(t) for t in complete).items() if n > 1]
+    assert not repeated, f"points trained twice: {repeated}"
+    return complete
+
+
+def assert_only_complete_or_skipped(study: optuna.Study) -> None:
+    """No trial failed or is left running; a trial that is not complete was skipped because
+    another worker took the planned point first (pruned, reason ``explore``)."""
+    for trial in study.trials:
+        if trial.state != TrialState.COMPLETE:
+            assert trial.state == TrialState.PRUNED, (trial.number, trial.state)
+            assert trial.user_attrs["reason"].startswith("explore"), trial.user_attrs
+
+
+def assert_plan_complete(study: optuna.Study, overrides: list[str]) -> None:
+    cfg = load_config(SMOKE, overrides)
+    plan = SweepPlan.from_config(cfg.sweep)
+    assert next_step(plan, study.get_trials()) == Finished("complete")
+
+
+def lrbatch(*args: str) -> subprocess.Popen[str]:
+    """Start the ``lrbatch`` command in the current directory."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lrbatch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = condition()
+        except (KeyError, optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError):
+            found = None  # the study is being created
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_trial_of_a_worker(study_name: str = "smoke") -> FrozenTrial | None:
+    """A trial some worker is training, once at least two trials have finished."""
+    if not Path(f"runs/{study_name}.db").exists():
+        return None  # (loading it would create it)
+    trials = load(study_name).get_trials()
+    if sum(t.state == TrialState.COMPLETE for t in trials) < 2:
+        return None
+    running = [t for t in trials if t.state == TrialState.RUNNING and "reason" in t.user_attrs]
+    return running[0] if running else None
+
+
+# -- where workers run --------------------------------------------------------------------------
+
+
+def test_cpu_workers_share_the_cores() -> None:
+    hardware = OmegaConf.create(
+        {"accelerator": "cpu", "workers": 4, "workers_per_gpu": 1, "threads": None}
+    )
+    slots = worker_slots(hardware, cpus=8)
+    assert [s.label for s in slots] == ["cpu 1/4", "cpu 2/4", "cpu 3/4", "cpu 4/4"]
+    assert {s.threads for s in slots} == {2} and all(not s.env for s in slots)
+    hardware.threads = 3
+    assert {s.threads for s in worker_slots(hardware, cpus=8)} == {3}
+    hardware.workers = 1
+    assert worker_slots(hardware, cpus=8)[0].threads == 3  # one worker: trains in-process
+
+
+def test_one_worker_per_gpu_pinned_before_cuda_starts() -> None:
+    hardware = OmegaConf.create(
+        {"accelerator": "gpu", "workers": 1, "workers_per_gpu": 1, "threads": None}
+    )
+    slots = worker_slots(hardware, cpus=16, gpus=["0", "3"])
+    assert [(s.label, s.env, s.threads) for s in slots] == [
+        ("GPU 0", {"CUDA_VISIBLE_DEVICES": "0"}, 8),
+        ("GPU 3", {"CUDA_VISIBLE_DEVICES": "3"}, 8),
+    ]
+    hardware.workers_per_gpu = 2
+    slots = worker_slots(hardware, cpus=16, gpus=["0", "3"])
+    assert [s.label for s in slots] == ["GPU 0 #1", "GPU 0 #2", "GPU 3 #1", "GPU 3 #2"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "3", "3"]
+    assert {s.threads for s in slots} == {4}
+    # No GPU visible: one slot, whose own check says what is wrong.
+    assert [s.label for s in worker_slots(hardware, cpus=16, gpus=[])] == ["GPU"]
+
+
+# -- several workers ----------------------------------------------------------------------------
+
+
+def test_two_cpu_workers_finish_the_plan_without_repeating_a_point(workdir: Path) -> None:
+    overrides = ["hardware.workers=2"]
+    outcome = run_sweep(load_config(SMOKE, overrides))
+    assert outcome.why == "complete" and outcome.workers == 2
+
+    study = load()
+    complete = assert_no_point_trained_twice(study)
+    assert outcome.trials_run == len(complete) > 5
+    assert_only_complete_or_skipped(study)
+    pids = {t.user_attrs["worker"]["pid"] for t in complete}
+    assert len(pids) == 2 and os.getpid() not in pids  # trained by the two worker processes
+    assert {t.user_attrs["worker"]["slot"] for t in complete} == {"cpu 1/2", "cpu 2/2"}
+    assert_plan_complete(study, overrides)
+
+
+@pytest.mark.slow
+def test_eight_workers_on_one_sqlite_study(workdir: Path) -> None:
+    # Tiny trials: eight processes write to one SQLite file all the time.
+    overrides = [
+        *TINY,
+        "hardware.workers=8",
+        "sweep.batch_sizes=[32,64,128,256]",
+        "sweep.seeds=3",
+        "sweep.max_trials=200",
+    ]
+    outcome = run_sweep(load_config(SMOKE, overrides))
+    assert outcome.why == "complete"
+
+    study = load()
+    complete = assert_no_point_trained_twice(study)
+    assert_only_complete_or_skipped(study)
+    assert outcome.trials_run == len(complete)
+    assert_plan_complete(study, overrides)
+    logs = "".join(p.read_text() for p in Path("runs/smoke.workers").glob("*.log"))
+    assert "database is locked" not in logs and "Traceback" not in logs
+
+
+def test_samplers_in_many_processes_never_propose_one_point_twice(workdir: Path) -> None:
+    """The sampler alone, no training: eight processes asking as fast as they can."""
+    storage = "sqlite:///runs/hammer.db"
+    optuna.create_study(study_name="hammer", storage=open_storage(storage))  # makes runs/
+    context = __import__("multiprocessing").get_context("spawn")
+    with context.Pool(8) as pool:
+        pool.starmap(_hammer, [(storage, k) for k in range(8)])
+    study = optuna.load_study(study_name="hammer", storage=storage)
+    assert_no_point_trained_twice(study)
+    plan = _hammer_plan()
+    assert isinstance(next_step(plan, study.get_trials()), Finished)
+    for batch, state in plan.states(
+        __import__("lrbatch.sampler").sampler.observations(study.get_trials())
+    ).items():
+        assert 1 / 1.3 <= state.best_lr / (0.01 * math.sqrt(batch / 16)) <= 1.3
+
+
+def _hammer_plan() -> SweepPlan:
+    return SweepPlan(
+        batch_sizes=(16, 32, 64, 128), base_batch=16, lr_min=1e-4, lr_max=1.0, base_lr=0.05,
+        seeds=3, tolerance=1.3, max_trials=400,
+    )  # fmt: skip
+
+
+def _hammer(storage: str, worker: int) -> None:
+    from lrbatch.sampler import LRBatchSampler, stop_when_plan_finished
+
+    plan = _hammer_plan()
+    study = optuna.load_study(
+        study_name="hammer", storage=open_storage(storage), sampler=LRBatchSampler(plan)
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_int("batch_size", 16, 128, log=True)
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        seed = trial.suggest_int("seed", 0, 2)
+        if trial.user_attrs.get("reason") == "explore":
+            raise optuna.TrialPruned()
+        time.sleep(0.01 * (worker % 3))
+        return math.log(lr / (0.01 * math.sqrt(batch / 16))) ** 2 + 0.01 * seed
+
+    study.optimize(objective, n_trials=200, callbacks=[stop_when_plan_finished])
+
+
+def test_two_workers_against_postgres_finish_the_smoke_sweep_without_showing_the_password(
+    workdir: Path, fresh_postgres_url: str
+) -> None:
+    """Distributed mode: the study in a real PostgreSQL server, reached with a password; the
+    sweep's output, its workers' logs, their command lines and the study's recorded config
+    never show it."""
+    password = str(make_url(fresh_postgres_url).password)
+    sweep = lrbatch(
+        "sweep", str(SMOKE), "hardware.workers=2", f"study.storage={fresh_postgres_url}"
+    )
+    command_lines = []
+
+    def worker_command_lines() -> list[str]:
+        for child in Path("/proc").glob("[0-9]*/cmdline"):
+            with contextlib.suppress(OSError):
+                line = child.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if "lrbatch worker" in line.replace("-m lrbatch", "lrbatch"):
+                    command_lines.append(line)
+        return command_lines
+
+    wait_for(worker_command_lines, 120, "the worker processes")
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0 and "Sweep complete" in output, output
+
+    study = optuna.load_study(study_name="smoke", storage=fresh_postgres_url)
+    complete = assert_no_point_trained_twice(study)
+    assert_only_complete_or_skipped(study)
+    assert_plan_complete(study, [])
+    assert len({t.user_attrs["worker"]["pid"] for t in complete}) == 2
+    logs = "".join(p.read_text() for p in Path("runs/smoke.workers").glob("*.log"))
+    recorded = json.dumps(study.user_attrs["lrbatch.config"])
+    for text in (output, logs, recorded, *command_lines):
+        assert password not in text
+    assert "lrbatch:***@127.0.0.1" in output
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+def retries_of(study: optuna.Study, number: int) -> list[FrozenTrial]:
+    prefix = f"retry of #{number}:"
+    return [t for t in study.trials if str(t.user_attrs.get("reason", "")).startswith(prefix)]
+
+
+def assert_killed_trial_failed_and_retried(study: optuna.Study, victim: FrozenTrial) -> None:
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    retried = retries_of(study, victim.number)
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == killed.params  # the same point, trained again
+    intact = [t for t in study.trials if t.number != victim.number]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in intact)
+    assert_no_point_trained_twice(study)
+    assert_plan_complete(study, SLOW_TRIALS)
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_process_is_replaced_and_its_trial_retried(workdir: Path) -> None:
+    sweep = lrbatch("sweep", str(SMOKE), "hardware.workers=2", *SLOW_TRIALS)
+    victim = wait_for(running_trial_of_a_worker, 120, "a running trial")
+    assert isinstance(victim, FrozenTrial)
+    pid = victim.user_attrs["worker"]["pid"]
+    assert pid != sweep.pid  # a worker process, not the pool
+    os.kill(pid, signal.SIGKILL)
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, output
+    assert "Sweep complete" in output
+    assert_killed_trial_failed_and_retried(load(), victim)
+    logs = "".join(p.read_text() for p in Path("runs/smoke.workers").glob("*.log"))
+    assert f"failed trials [{victim.number}]; restarted as pid" in logs
+
+
+@pytest.mark.slow
+def test_a_silent_worker_elsewhere_is_failed_after_the_grace_period(workdir: Path) -> None:
+    """A `lrbatch worker` that joined from another shell dies; no pool watches it: the other
+    worker fails its trial once its heartbeat is older than study.grace_period, and retries."""
+    sweep = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS)
+    wait_for(lambda: Path("runs/smoke.db").exists() and load().trials, 60, "the study")
+    joined = lrbatch("worker", "--storage", "sqlite:///runs/smoke.db", "--study", "smoke")
+
+    def trial_of_joined() -> FrozenTrial | None:
+        found = running_trial_of_a_worker()
+        return found if found and found.user_attrs["worker"]["pid"] == joined.pid else None
+
+    victim = wait_for(trial_of_joined, 120, "a trial of the joined worker")
+    assert isinstance(victim, FrozenTrial)
+    joined.kill()
+    joined.communicate()
+    output, _ = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, output
+    assert_killed_trial_failed_and_retried(load(), victim)
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------------
+
+
+def interrupt(process: subprocess.Popen[str]) -> tuple[str, float]:
+    """Send SIGINT as Ctrl-C does; return the output and the seconds it took to stop."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    return output, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_rerun_trains_the_same_points_as_one_uninterrupted_run(
+    workdir: Path,
+) -> None:
+    sweep = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS)
+    victim = wait_for(running_trial_of_a_worker, 120, "a running trial")
+    assert isinstance(victim, FrozenTrial)
+    output, took = interrupt(sweep)
+    assert sweep.returncode == 130 and "Interrupted" in output, output
+    assert took < 10, f"took {took:.1f}s to stop"
+    study = load()
+    assert study.trials[victim.number].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+    resumed = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Sweep complete" in output, output
+    run_sweep(load_config(SMOKE, [*SLOW_TRIALS, "study.name=straight"]))
+    interrupted = {key(t) for t in load().get_trials(states=(TrialState.COMPLETE,))}
+    straight = {key(t) for t in load("straight").get_trials(states=(TrialState.COMPLETE,))}
+    assert interrupted == straight
+    assert retries_of(load(), victim.number)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(workdir: Path) -> None:
+    command = ("sweep", str(SMOKE), "hardware.workers=2", *SLOW_TRIALS)
+    sweep = lrbatch(*command)
+    wait_for(running_trial_of_a_worker, 120, "a running trial")
+    output, took = interrupt(sweep)
+    assert sweep.returncode == 130 and "Interrupted" in output, output
+    assert took < 20, f"took {took:.1f}s to stop"
+    study = load()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    interrupted = study.get_trials(states=(TrialState.FAIL,))
+    assert interrupted  # the trials running at Ctrl-C are failed, to be retried
+
+    resumed = lrbatch(*command)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Sweep complete" in output, output
+    study = load()
+    assert_no_point_trained_twice(study)
+    assert_plan_complete(study, SLOW_TRIALS)
+    for trial in interrupted:
+        if trial.params:  # (one interrupted while its sampler chose has no point to retry)
+            assert any(t.state == TrialState.COMPLETE for t in retries_of(study, trial.number))
