@@ -129,3 +129,42 @@ def test_broken_yaml_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"broken\.yaml' is not valid YAML") as error:
         load_config(sweep)
     assert "line 2" in str(error.value)
+
+
+# -- a worker joining a study: the study's config, this machine's hardware ----------------------
+
+
+def _recorded(*overrides: str) -> dict:
+    from omegaconf import OmegaConf
+
+    recorded = OmegaConf.to_container(load_config(None, list(overrides)), resolve=True)
+    assert isinstance(recorded, dict)
+    return recorded
+
+
+def test_joining_worker_takes_the_study_config_and_this_machines_hardware() -> None:
+    from lrbatch.config import config_of_study
+
+    recorded = _recorded("optimizer=adam", "hardware.max_micro_batch=64")
+    cfg = config_of_study(recorded, ["hardware.workers_per_gpu=2", "hardware=gpu"])
+
+    assert cfg.optimizer == recorded["optimizer"]
+    assert cfg.hardware.accelerator == "gpu" and cfg.hardware.workers_per_gpu == 2
+    # what a trial measures stays the study's: its precision and micro-batch, not gpu.yaml's
+    assert cfg.hardware.precision == "32" and cfg.hardware.max_micro_batch == 64
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("hardware=tpu", r"hardware='?tpu'? is not accepted.*one of cpu, gpu"),
+        ("hardware.wrokers=2", r"hardware\.wrokers='?2'? is not accepted.*setting of the study"),
+        ("hardware.workers=0", r"hardware\.workers=0"),
+        ("threads", r"override='threads' is not accepted.*key=value"),
+    ],
+)
+def test_joining_worker_bad_override(override: str, message: str) -> None:
+    from lrbatch.config import config_of_study
+
+    with pytest.raises(ConfigError, match=message):
+        config_of_study(_recorded(), [override])

@@ -6,6 +6,7 @@ Every test runs real ``lrbatch`` processes training real models on a real SQLite
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -23,6 +24,7 @@ import sqlalchemy.exc
 from conftest import ROOT, TINY
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from lrbatch.config import load_config
@@ -30,7 +32,7 @@ from lrbatch.plan import Finished, SweepPlan
 from lrbatch.sampler import next_step
 from lrbatch.storage import open_storage
 from lrbatch.sweep import run_sweep
-from lrbatch.workers import worker_slots
+from lrbatch.workers import STORAGE_ENV, worker_slots
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 # Trials of about a second on 2 cores: long enough to be killed or interrupted mid-trial.
@@ -254,6 +256,47 @@ def test_two_workers_against_postgres_finish_the_smoke_sweep_without_showing_the
     for text in (output, logs, recorded, *command_lines):
         assert password not in text
     assert "lrbatch:***@127.0.0.1" in output
+
+
+def test_a_sqlite_study_moved_to_postgres_is_finished_by_workers_on_two_machines(
+    workdir: Path, fresh_postgres_url: str
+) -> None:
+    """The README's recipe: begin in SQLite, copy the study to PostgreSQL, and finish it there
+    with `lrbatch worker`s started elsewhere (here: two shells), the URL in $LRBATCH_STORAGE."""
+    begun = run_sweep(load_config(SMOKE), Console(file=io.StringIO()), trial_limit=4)
+    assert begun.why == "paused" and begun.trials_run == 4
+    optuna.copy_study(
+        from_study_name="smoke",
+        from_storage="sqlite:///runs/smoke.db",
+        to_storage=fresh_postgres_url,
+    )
+
+    env = {**os.environ, STORAGE_ENV: fresh_postgres_url}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lrbatch", "worker", "--study", "smoke"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    assert all("Sweep complete" in output for output in outputs), outputs
+    password = str(make_url(fresh_postgres_url).password)
+    assert not any(password in output for output in outputs)
+    study = optuna.load_study(study_name="smoke", storage=fresh_postgres_url)
+    complete = assert_no_point_trained_twice(study)
+    assert_only_complete_or_skipped(study)
+    assert_plan_complete(study, [])
+    moved = [t for t in complete if t.user_attrs["worker"]["pid"] == os.getpid()]
+    assert len(moved) == 4  # the SQLite trials came along, attributes and all
+    assert {t.user_attrs["worker"]["pid"] for t in complete} - {os.getpid()} == {
+        w.pid for w in workers
+    }
 
 
 # -- faults -------------------------------------------------------------------------------------

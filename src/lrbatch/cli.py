@@ -61,7 +61,8 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
             "run the same command to resume."
         )
         return 130
-    _print_report(cfg, console)
+    if outcome.observations:  # (--trial-limit 0 only creates the study, for workers to join)
+        _print_report(cfg, console)
     _print_end(outcome, console)
     return 0
 

@@ -171,7 +171,8 @@ def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None
     """
     cfg = OmegaConf.merge(OmegaConf.structured(LRBatchConfig), recorded)
     assert isinstance(cfg, DictConfig)
-    for override in overrides or []:
+    # a group choice first, then the settings in it, as Hydra does
+    for override in sorted(overrides or [], key=lambda o: not o.startswith("hardware=")):
         key, equals, value = override.partition("=")
         _require(
             bool(equals) and bool(key) and not key.startswith(("+", "~")),
@@ -179,6 +180,15 @@ def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None
             override,
             "key=value, e.g. hardware.threads=4, for a setting the study's config has",
         )
+        if key == "hardware":  # a choice of the group: this machine's hardware, from conf/
+            choices = sorted(p.stem for p in (conf_dir() / "hardware").glob("*.yaml"))
+            _require(value in choices, key, value, f"one of {', '.join(choices)}")
+            cfg.hardware = OmegaConf.merge(
+                OmegaConf.structured(HardwareConfig),
+                OmegaConf.load(conf_dir() / "hardware" / f"{value}.yaml"),
+                {k: cfg.hardware[k] for k in _TRIAL_HARDWARE},  # the study's, binding
+            )
+            continue
         _require(
             OmegaConf.select(cfg, key, default=_MISSING_KEY) is not _MISSING_KEY,
             key,
@@ -194,6 +204,8 @@ def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None
 
 
 _MISSING_KEY = object()
+# Hardware settings that change what a trial measures: a joining worker keeps the study's.
+_TRIAL_HARDWARE = ("precision", "max_micro_batch")
 
 
 def _compose(overrides: list[str]) -> DictConfig:

@@ -63,7 +63,10 @@ TRAINING_SETTINGS = (
 )
 # ...less where the data lives, which differs between machines sharing one study
 _LOCAL_SETTINGS = ("data_dir", "download")
-_POLL_S = 2.0  # how often a worker with nothing to do looks at the study again
+# A worker with nothing to do looks at the study again after _POLL_MIN_S, then less and less
+# often, up to every _POLL_MAX_S: short trials are not held up, long waits cost few queries.
+_POLL_MIN_S = 0.05
+_POLL_MAX_S = 2.0
 
 
 @dataclass
@@ -312,6 +315,7 @@ def work(
         ``complete`` or ``budget`` (the plan is finished), or ``paused`` (trial limit reached).
     """
     objective = _objective(worker)
+    poll = _POLL_MIN_S
     while trial_limit is None or worker.trained < trial_limit:
         trials = worker.study.get_trials(deepcopy=False)
         if progress is not None:
@@ -323,8 +327,10 @@ def work(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(worker.study)
-            time.sleep(_POLL_S)
+            time.sleep(poll)
+            poll = min(2 * poll, _POLL_MAX_S)
             continue
+        poll = _POLL_MIN_S
         worker.study.optimize(objective, n_trials=1)
     if progress is not None:
         progress.update(worker.study.get_trials(deepcopy=False))

@@ -15,6 +15,7 @@ trial), waits a few seconds, and kills those still running.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -45,7 +46,8 @@ __all__ = [
 
 STORAGE_ENV = "LRBATCH_STORAGE"  # the storage URL reaches workers here, never on a command line
 SLOT_ENV = "LRBATCH_WORKER_SLOT"
-_WATCH_S = 0.5  # how often the pool looks at its processes and the study
+_WATCH_S = 0.1  # how often the pool looks at its processes
+_SHOW_S = 0.5  # how often it reads the study for the display
 _STOP_S = 15.0  # after Ctrl-C, how long workers get to fail their trials before being killed
 MAX_RESTARTS = 3  # restarts of one slot's worker after it was killed from outside
 _LOCAL_DATASET = ("data_dir", "download")  # dataset settings that differ between machines
@@ -198,8 +200,11 @@ class WorkerPool:
             for index, slot in enumerate(self._slots):
                 if shares[index] != 0:
                     self._processes.append(self._start(slot, index, shares[index]))
+            shown = -math.inf
             while any(p.popen.poll() is None for p in self._processes):
-                progress.update(study.get_trials(deepcopy=False))
+                if time.monotonic() - shown >= _SHOW_S:
+                    progress.update(study.get_trials(deepcopy=False))
+                    shown = time.monotonic()
                 self._watch(study, worker.plan, trial_limit)
                 time.sleep(_WATCH_S)
         except BaseException:
