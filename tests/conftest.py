@@ -20,6 +20,14 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated datasets are cached for this test session only (worker processes too)."""
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["LRBATCH_CACHE"] = str(cache)
+    return cache
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """Run the test inside a fresh directory (runs/ and data/ land there)."""

@@ -197,7 +197,56 @@ def test_same_seed_gives_identical_tensors() -> None:
         assert not torch.equal(first.x_train, other.x_train)
 
 
-def test_mnist1d_leaves_global_random_state_alone() -> None:
+@pytest.fixture
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty dataset cache, nothing generated yet in this process."""
+    monkeypatch.setenv("LRBATCH_CACHE", str(tmp_path / "cache"))
+    datasets._mnist1d_arrays.cache_clear()
+    yield tmp_path / "cache"
+    datasets._mnist1d_arrays.cache_clear()
+
+
+def test_mnist1d_is_generated_once_then_read_back_from_the_cache(
+    fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generated = mnist1d(num_samples=200, seed=5)
+    assert len(list(fresh_cache.glob("mnist1d-*-n200-split0.8-seed5.npz"))) == 1
+    assert not list(fresh_cache.glob("*.part"))
+    datasets._mnist1d_arrays.cache_clear()  # as in another process
+
+    def fail(*args: object) -> None:
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(datasets, "_generate_mnist1d", fail)
+    again = mnist1d(num_samples=200, seed=5)
+    for name in ("x_train", "y_train", "x_val", "y_val"):
+        torch.testing.assert_close(getattr(again, name), getattr(generated, name), rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="generated again"):
+        mnist1d(num_samples=200, seed=6)  # other arguments: another file
+
+
+def test_a_damaged_cache_file_is_generated_again(fresh_cache: Path) -> None:
+    generated = mnist1d(num_samples=200, seed=5)
+    (saved,) = fresh_cache.glob("*.npz")
+    saved.write_bytes(saved.read_bytes()[:100])  # cut short, as by a full disk
+    datasets._mnist1d_arrays.cache_clear()
+    again = mnist1d(num_samples=200, seed=5)
+    torch.testing.assert_close(again.x_train, generated.x_train, rtol=0, atol=0)
+    with np.load(saved) as repaired:
+        assert repaired["x"].shape == (160, 40)
+
+
+def test_an_unwritable_cache_only_costs_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv("LRBATCH_CACHE", str(tmp_path / "file" / "cache"))
+    datasets._mnist1d_arrays.cache_clear()
+    assert mnist1d(num_samples=200, seed=5).num_train == 160
+    datasets._mnist1d_arrays.cache_clear()
+
+
+def test_mnist1d_leaves_global_random_state_alone(fresh_cache: Path) -> None:
     np.random.seed(123)
     expected = np.random.rand()
     np.random.seed(123)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -232,28 +233,33 @@ def test_two_workers_against_postgres_finish_the_smoke_sweep_without_showing_the
     sweep = lrbatch(
         "sweep", str(SMOKE), "hardware.workers=2", f"study.storage={fresh_postgres_url}"
     )
-    command_lines = []
+    command_lines: dict[int, str] = {}  # every process the sweep starts: pid -> cmdline
 
-    def worker_command_lines() -> list[str]:
-        for child in Path("/proc").glob("[0-9]*/cmdline"):
-            with contextlib.suppress(OSError):
-                line = child.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if "lrbatch worker" in line.replace("-m lrbatch", "lrbatch"):
-                    command_lines.append(line)
-        return command_lines
+    def watch() -> None:
+        while sweep.poll() is None:
+            for child in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError, ValueError):
+                    line = child.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    command_lines.setdefault(int(child.parent.name), line)
+            time.sleep(0.05)
 
-    wait_for(worker_command_lines, 120, "the worker processes")
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     output, _ = sweep.communicate(timeout=300)
+    watcher.join()
     assert sweep.returncode == 0 and "Sweep complete" in output, output
 
     study = optuna.load_study(study_name="smoke", storage=fresh_postgres_url)
     complete = assert_no_point_trained_twice(study)
     assert_only_complete_or_skipped(study)
     assert_plan_complete(study, [])
-    assert len({t.user_attrs["worker"]["pid"] for t in complete}) == 2
+    workers = {t.user_attrs["worker"]["pid"] for t in complete}
+    assert len(workers) == 2 and workers <= command_lines.keys()  # (their command lines seen)
+    assert all("forkserver" in command_lines[pid] for pid in workers)  # forked, quick to start
     logs = "".join(p.read_text() for p in Path("runs/smoke.workers").glob("*.log"))
     recorded = json.dumps(study.user_attrs["lrbatch.config"])
-    for text in (output, logs, recorded, *command_lines):
+    del command_lines[sweep.pid]  # (the command typed, password included, as the user chose)
+    for text in (output, logs, recorded, *command_lines.values()):
         assert password not in text
     assert "lrbatch:***@127.0.0.1" in output
 

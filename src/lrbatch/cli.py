@@ -47,12 +47,18 @@ def _quiet_libraries() -> None:
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
-    from lrbatch.config import load_config
-    from lrbatch.sweep import run_sweep
+    from lrbatch.config import load_config, validate
+    from lrbatch.workers import start_worker_server
 
     sweep_file = args.items[0] if args.items and args.items[0].endswith((".yaml", ".yml")) else None
     overrides = args.items[1:] if sweep_file else args.items
-    cfg = load_config(sweep_file, overrides)
+    cfg = load_config(sweep_file, overrides, check=False)
+    workers = cfg.hardware.workers
+    if cfg.hardware.accelerator == "cpu" and isinstance(workers, int) and workers > 1:
+        start_worker_server()  # its imports (seconds) run beside this process's own
+    validate(cfg)
+    from lrbatch.sweep import run_sweep
+
     try:
         outcome = run_sweep(cfg, console, trial_limit=args.trial_limit)
     except KeyboardInterrupt:

@@ -135,7 +135,10 @@ def conf_dir() -> Path:
 
 
 def load_config(
-    sweep_file: str | Path | None = None, overrides: list[str] | None = None
+    sweep_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    check: bool = True,
 ) -> DictConfig:
     """Compose ``conf/config.yaml``, an optional sweep file, and Hydra-syntax overrides.
 
@@ -143,9 +146,11 @@ def load_config(
         sweep_file: a YAML file like those in ``sweeps/``: a ``defaults`` list of group
             overrides (``- override /optimizer: adam``) and values.
         overrides: e.g. ``["optimizer=adam", "sweep.batch_sizes=[32,128]"]``.
+        check: validate it (:func:`validate`, which imports each ``_target_``: torch and
+            more; a caller with something to start first validates it afterwards).
 
     Returns:
-        The composed, validated config.
+        The composed config, validated unless ``check`` is False.
 
     Raises:
         ConfigError: an unknown key or option, a missing sweep file, or a value out of range.
@@ -155,7 +160,8 @@ def load_config(
         if sweep_file is not None:
             overrides = [*_sweep_file_overrides(Path(sweep_file), Path(search_dir)), *overrides]
         cfg = _compose(overrides)
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg
 
 

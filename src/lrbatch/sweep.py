@@ -36,7 +36,7 @@ from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
 from lrbatch.sampler import LRBatchSampler, next_step, observations
 from lrbatch.storage import check_storage, default_url, open_storage, redact
 from lrbatch.train import build_model, load_data, make_fabric, train
-from lrbatch.workers import SLOT_ENV, WorkerPool, worker_slots
+from lrbatch.workers import SLOT_ENV, WorkerPool, start_worker_server, worker_slots
 
 __all__ = [
     "TRAINING_SETTINGS",
@@ -339,6 +339,8 @@ def work(
 
 def _run(cfg: DictConfig, console: Console, trial_limit: int | None, record: bool) -> SweepOutcome:
     slots = worker_slots(cfg.hardware)
+    if len(slots) > 1 and any(not slot.env for slot in slots):
+        start_worker_server()  # (CPU workers are forked from it: it imports while we prepare)
     worker = prepare(cfg, record=record, on_device=len(slots) == 1)
     url = storage_url(cfg)
     title = f"lrbatch · study {cfg.study.name!r} in {redact(url)}"
