@@ -3,7 +3,7 @@
     python benchmarks/scaling.py                             # smoke sweep, 1 and 2 CPU workers
     python benchmarks/scaling.py --workers 1 1:1 2 --repeats 3  # 1:1 = 1 worker, 1 thread
     python benchmarks/scaling.py budget.epochs=10            # longer trials (any override)
-    python benchmarks/scaling.py --sweep default --repeats 1 # the default sweep (116 trials)
+    python benchmarks/scaling.py --sweep default --repeats 1 # the default sweep (~120 trials)
     python benchmarks/scaling.py --gpu --workers 1 2         # hardware=gpu, workers per GPU
 
 What is measured: the whole command a user types, ``lrbatch sweep SWEEP hardware.workers=N``
@@ -11,7 +11,8 @@ What is measured: the whole command a user types, ``lrbatch sweep SWEEP hardware
 SQLite study in a temporary directory, from start to exit: Python start-up, worker processes
 starting, every trial, the final report. Each run must end with its plan complete.
 
-Two rates per run, both in complete trials per minute:
+The time to finish the plan (*wall s*; its speed-up is how much sooner the sweep is done), and
+two rates per run, both in complete trials per minute:
 
 - *whole*: complete trials / the command's wall time;
 - *steady*: complete trials / the span from the first trial's start to the last trial's end
@@ -90,6 +91,23 @@ class GpuSampler(threading.Thread):
         return statistics.fmean(self.samples) if self.samples else None
 
 
+def _command(sweep: Path, name: str, db: Path, hardware: list[str], rest: list[str]) -> list[str]:
+    sweep_file = [] if sweep.name == "default" else [str(sweep)]  # default: conf/config.yaml
+    return [
+        sys.executable, "-m", "lrbatch", "sweep", *sweep_file, *hardware,
+        f"study.name={name}", f"study.storage=sqlite:///{db}", *rest,
+    ]  # fmt: skip
+
+
+def warm_up(sweep: Path, overrides: list[str], where: Path) -> None:
+    """One untimed start (``--trial-limit 0``): it fills the dataset cache and the system's
+    file cache, as any earlier run on this machine would have."""
+    db = where / "warm-up.db"
+    command = _command(sweep, "warm-up", db, [], [*overrides, "--trial-limit", "0"])
+    subprocess.run(command, cwd=where, capture_output=True, check=True)
+    db.unlink()
+
+
 def run_once(sweep: Path, column: str, gpu: bool, overrides: list[str], where: Path) -> Run:
     """Run the sweep with the workers of ``column`` (``N`` or ``N:T``) on a fresh study."""
     workers_text, _, threads = column.partition(":")
@@ -104,11 +122,7 @@ def run_once(sweep: Path, column: str, gpu: bool, overrides: list[str], where: P
     )
     if threads:
         hardware.append(f"hardware.threads={int(threads)}")
-    sweep_file = [] if sweep.name == "default" else [str(sweep)]  # default: conf/config.yaml
-    command = [
-        sys.executable, "-m", "lrbatch", "sweep", *sweep_file, *hardware,
-        f"study.name={name}", f"study.storage=sqlite:///{db}", *overrides,
-    ]  # fmt: skip
+    command = _command(sweep, name, db, hardware, overrides)
     sampler = GpuSampler() if gpu else None
     if sampler:
         sampler.start()
@@ -149,16 +163,12 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     runs: dict[str, list[Run]] = {n: [] for n in args.workers}
+    sweep = args.sweep if args.sweep.name == "default" else args.sweep.resolve()
     with tempfile.TemporaryDirectory(prefix="lrbatch-scaling-") as where:
+        warm_up(sweep, args.overrides, Path(where))
         for repeat in range(args.repeats):
             for n in args.workers:
-                run = run_once(
-                    args.sweep if args.sweep.name == "default" else args.sweep.resolve(),
-                    n,
-                    args.gpu,
-                    args.overrides,
-                    Path(where),
-                )
+                run = run_once(sweep, n, args.gpu, args.overrides, Path(where))
                 runs[n].append(run)
                 print(
                     f"  repeat {repeat + 1} workers {n}: {run.wall_s:.1f} s, "
@@ -177,18 +187,24 @@ def main() -> None:
     print(f"# lrbatch sweep {args.sweep.name} {' '.join(args.overrides)}".rstrip())
     print(f"# {args.repeats} interleaved runs per column; medians; speed-up against the first\n")
     unit = "per GPU" if args.gpu else "workers"
-    header = f"{unit:>7} | complete skipped | wall s | whole /min speed-up | steady /min speed-up"
+    header = (
+        f"{unit:>7} | complete skipped | wall s speed-up | whole /min speed-up "
+        "| steady /min speed-up"
+    )
     if args.gpu:
         header += " | GPU util %"
     print(header)
     print("-" * len(header))
+    base_wall = _median(runs[args.workers[0]], "wall_s")
     base_whole = _median(runs[args.workers[0]], "whole_rate")
     base_steady = _median(runs[args.workers[0]], "steady_rate")
     for n in args.workers:
         whole, steady = _median(runs[n], "whole_rate"), _median(runs[n], "steady_rate")
+        wall = _median(runs[n], "wall_s")
         line = (
             f"{n:>7} | {_median(runs[n], 'complete'):>8.0f} {_median(runs[n], 'skipped'):>7.0f} "
-            f"| {_median(runs[n], 'wall_s'):>6.1f} | {whole:>10.1f} {whole / base_whole:>7.2f}x "
+            f"| {wall:>6.1f} {base_wall / wall:>7.2f}x "
+            f"| {whole:>10.1f} {whole / base_whole:>7.2f}x "
             f"| {steady:>11.1f} {steady / base_steady:>7.2f}x"
         )
         if args.gpu:

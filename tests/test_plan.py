@@ -187,3 +187,48 @@ def test_running_trials_are_not_proposed_again_and_block_dependent_steps() -> No
     other = plan(base_lr=0.1, batch_sizes=(32, 64))
     second = other.next([Observation(32, 0.1, 0, None)])
     assert isinstance(second, Proposal) and second.batch_size == 64
+
+
+def test_a_worker_that_would_wait_replicates_early_the_best_point_of_a_refining_search() -> None:
+    sweep = plan(base_lr=0.1, batch_sizes=(32,), seeds=3, tolerance=1.3)
+
+    def value(lr: float) -> float:
+        return math.log(lr / 0.12) ** 2 + 1.0
+
+    done: list[Observation] = []
+    while True:  # one worker until the search refines
+        step = sweep.next(done)
+        assert isinstance(step, Proposal)
+        if step.reason == "refine":
+            break
+        done.append(Observation(32, step.lr, 0, value(step.lr), reason=step.reason))
+    best = sweep.states(done)[32].best_lr
+    running = [*done, Observation(32, step.lr, 0, None, reason="refine")]
+    early = [sweep.next(running)]
+    running.append(Observation(32, early[0].lr, early[0].seed, None, reason="replicate"))
+    early.append(sweep.next(running))
+    running.append(Observation(32, early[1].lr, early[1].seed, None, reason="replicate"))
+    assert early == [Proposal(32, best, 1, "replicate"), Proposal(32, best, 2, "replicate")]
+    assert sweep.next(running) == WAIT  # every seed of the best point is taken
+
+    # The same search with one worker never gets there, and ends with the same optimum;
+    # once the search ends, the replicate pass does not train the early points again.
+    one, proposals, _ = run_plan(sweep, lambda batch: 0.12)
+    assert not any(p.seed > 0 and p.reason == "replicate" for p in proposals[: len(done) + 1])
+    finished = [o for o in running if o.value is not None]
+    finished += [Observation(32, o.lr, o.seed, value(o.lr), reason=o.reason)
+                 for o in running if o.value is None]  # fmt: skip
+    while isinstance(step := sweep.next(finished), Proposal):
+        assert (step.lr, step.seed) not in {(o.lr, o.seed) for o in finished}
+        finished.append(Observation(32, step.lr, step.seed, value(step.lr), reason=step.reason))
+    assert step == Finished("complete")
+    assert sweep.states(finished)[32].best_lr == sweep.states(one)[32].best_lr
+
+
+def test_no_early_replicate_while_a_search_is_still_seeding_or_bracketing() -> None:
+    sweep = plan(base_lr=0.1, batch_sizes=(32,), seeds=3)
+    rules = [Observation(32, lr, 0, None, reason="rule:x") for lr in (0.1, 0.2, 0.4)]
+    assert sweep.next(rules) == WAIT
+    tried = [Observation(32, lr, 0, 1.0 + lr, reason="rule:x") for lr in (0.1, 0.2, 0.4)]
+    bracketing = [*tried, Observation(32, 0.025, 0, None, reason="bracket")]
+    assert sweep.next(bracketing) == WAIT  # the best (at the edge) is about to move

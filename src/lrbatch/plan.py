@@ -19,6 +19,10 @@ waits on a running trial):
    seed-pooled best moves to a neighbour, replicate that one's neighbour too, then bracket and
    refine the seed-pooled optimum like the first seed's until it is pinned as well.
 
+With several workers, one that would wait (every next step depends on a running trial) instead
+replicates early the best point of a batch size whose search is only refining: the point whose
+replicates the plan would most likely ask for next.
+
 Without a configured η0, B0 is searched first on a broad log-spaced grid and η0 is its pinned
 optimum; the other batch sizes wait for it.
 """
@@ -158,7 +162,7 @@ class SweepPlan:
             for state in states.values():
                 if state.phase == phase and state.proposal is not None:
                     return state.proposal
-        return WAIT
+        return self._early_replicate(observations, states) or WAIT
 
     def states(self, observations: Sequence[Observation]) -> dict[int, BatchState]:
         """Each batch size's state, in the order the plan works on them."""
@@ -197,6 +201,27 @@ class SweepPlan:
         return predict(base_lr, self.base_batch, batch, self.rules, self.b_noise)
 
     # -- per batch size -------------------------------------------------------------------
+
+    def _early_replicate(
+        self, observations: Sequence[Observation], states: dict[int, BatchState]
+    ) -> Proposal | None:
+        """Work for a worker that would otherwise wait: a replicate of the best point of a
+        batch size whose search only waits on refining trials. Refining narrows in around the
+        best, so that point is most often still the best when the search ends, and then its
+        replicates are the first the plan asks for; if not, they are more data at a point
+        next to the optimum. Only reached with trials running, so one worker never gets here.
+        """
+        for batch, state in states.items():
+            if state.phase != "search" or state.best_lr is None or not state.bracketed:
+                continue
+            at_batch = [o for o in observations if o.batch_size == batch]
+            running = [o for o in at_batch if o.seed == 0 and o.value is None]
+            if not running or any(o.reason != "refine" for o in running):
+                continue
+            for seed in range(1, self.seeds):
+                if not any(o.seed == seed and _same(o.lr, state.best_lr) for o in at_batch):
+                    return Proposal(batch, state.best_lr, seed, "replicate")
+        return None
 
     def _state(
         self,
