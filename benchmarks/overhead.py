@@ -34,6 +34,7 @@ from functools import partial
 import lightning
 import torch
 import torch.nn.functional as F
+from _machine import cpu_model
 from omegaconf import DictConfig
 
 from lrbatch.config import load_config
@@ -101,12 +102,8 @@ def timed(trial: Callable[[], tuple[int, float]]) -> tuple[float, int, float]:
 
 def machine() -> str:
     """CPU model, cores, versions, torch threads and load (other work skews timings)."""
-    cpu = platform.processor() or "unknown CPU"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-        cpu = names[0] if names else cpu
     return (
-        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"torch {torch.__version__}, lightning {lightning.__version__}, "
         f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.2f} at start"
     )

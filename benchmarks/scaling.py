@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+from _machine import cpu_model
 from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +179,7 @@ def main() -> None:
 
     import torch  # only for the header: the runs happen in subprocesses
 
-    print(f"# {datetime.now():%Y-%m-%d %H:%M} · {platform.processor() or platform.machine()}")
+    print(f"# {datetime.now():%Y-%m-%d %H:%M} · {cpu_model()}")
     print(
         f"# {os.cpu_count()} cores · Python {platform.python_version()} · torch "
         f"{torch.__version__} · optuna {optuna.__version__} · load average "
