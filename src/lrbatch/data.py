@@ -64,6 +64,9 @@ def _classification(
     )
 
 
+_CACHE_FORMAT = "v1"  # change when what _generate_mnist1d returns changes
+
+
 def cache_dir() -> Path:
     """Where generated datasets are kept between runs: ``$LRBATCH_CACHE``, else
     ``$XDG_CACHE_HOME/lrbatch``, else ``~/.cache/lrbatch``."""
@@ -79,14 +82,21 @@ def _mnist1d_arrays(num_samples: int, train_split: float, seed: int) -> tuple[np
     examples takes a second or two, which every worker process would otherwise spend) and kept
     in :func:`cache_dir`; the arrays are read-only."""
     keys = ("x", "y", "x_test", "y_test")
-    version = importlib.metadata.version("mnist1d")
-    path = cache_dir() / f"mnist1d-{version}-n{num_samples}-split{train_split}-seed{seed}.npz"
     try:
+        version = importlib.metadata.version("mnist1d")
+    except importlib.metadata.PackageNotFoundError:  # (no version to key a cache file on)
+        version = None
+    name = f"mnist1d-{version}-{_CACHE_FORMAT}-n{num_samples}-split{train_split}-seed{seed}.npz"
+    path = cache_dir() / name
+    try:
+        if version is None:
+            raise FileNotFoundError(path)
         with np.load(path) as saved:
             arrays = tuple(saved[key] for key in keys)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # none yet, or damaged
         arrays = _generate_mnist1d(num_samples, train_split, seed, keys)
-        _save_whole(path, dict(zip(keys, arrays, strict=True)))
+        if version is not None:
+            _save_whole(path, dict(zip(keys, arrays, strict=True)))
     for array in arrays:
         array.setflags(write=False)
     return arrays
@@ -101,6 +111,7 @@ def _save_whole(path: Path, arrays: dict[str, np.ndarray]) -> None:
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as f:
             part = Path(f.name)
             np.savez(f, **arrays)  # type: ignore[arg-type]  # (numpy's stubs: allow_pickle)
+        part.chmod(0o644)  # (a temporary file is private; a shared cache is not)
         os.replace(part, path)
     except OSError:
         if part is not None:

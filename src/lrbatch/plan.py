@@ -209,7 +209,8 @@ class SweepPlan:
         batch size whose search only waits on refining trials. Refining narrows in around the
         best, so that point is most often still the best when the search ends, and then its
         replicates are the first the plan asks for; if not, they are more data at a point
-        next to the optimum. Only reached with trials running, so one worker never gets here.
+        next to the optimum. Only reached with trials running: by other workers, or left
+        running by a killed one (one worker alone on a fresh study never gets here).
         """
         for batch, state in states.items():
             if state.phase != "search" or state.best_lr is None or not state.bracketed:

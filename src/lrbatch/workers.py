@@ -20,6 +20,7 @@ trial), waits a few seconds, and kills those still running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
@@ -196,6 +197,9 @@ def start_worker_server() -> None:
 def _forked_main(argv: list[str], env: dict[str, str], cwd: str, log: str) -> None:
     """A forked worker: the environment, directory and output of a new ``lrbatch`` process."""
     os.setsid()  # like start_new_session: Ctrl-C reaches the pool, which stops workers in order
+    stdin = os.open(os.devnull, os.O_RDONLY)  # (not the server's terminal)
+    os.dup2(stdin, 0)
+    os.close(stdin)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -211,7 +215,10 @@ def _forked_main(argv: list[str], env: dict[str, str], cwd: str, log: str) -> No
 
 
 class _Forked:
-    """A forked worker (:class:`multiprocessing.Process`) seen as a :class:`subprocess.Popen`."""
+    """A forked worker (:class:`multiprocessing.Process`) seen as a :class:`subprocess.Popen`.
+
+    Its exit status comes through the server it was forked from; should that server die, the
+    status reads 255 while the worker may still run, so the pid itself is asked then."""
 
     def __init__(self, process: Any) -> None:
         self._process = process
@@ -222,21 +229,40 @@ class _Forked:
 
     def poll(self) -> int | None:
         code = self._process.exitcode
-        return None if code is None else int(code)
+        if code is None or (code == 255 and _alive(self.pid)):
+            return None
+        return int(code)
 
     def send_signal(self, signal: int) -> None:
-        if self.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal)
 
     def wait(self, timeout: float | None = None) -> int:
-        self._process.join(timeout)
-        code = self.poll()
-        if code is None:
-            raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout or 0.0)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout or 0.0)
+            self._process.join(0.05)
+            if self._process.exitcode is not None:
+                time.sleep(0.05)  # (its server is gone: the pid is asked again)
         return code
 
     def kill(self) -> None:
-        self._process.kill()
+        self.send_signal(signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie has exited
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass
@@ -391,13 +417,16 @@ class WorkerPool:
         for process in live:
             process.child.send_signal(signal.SIGINT)
         deadline = time.monotonic() + _STOP_S
-        for process in live:
-            try:
-                process.child.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.child.kill()
-                process.child.wait()
-        self._fail_trials_of(study, self._pids)
+        try:
+            for process in live:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        finally:  # (a second Ctrl-C while waiting: no worker is left behind either)
+            for process in live:
+                if process.child.poll() is None:
+                    process.child.kill()
+                    process.child.wait()
+            self._fail_trials_of(study, self._pids)
 
     def _mine(self, trial: FrozenTrial, pids: set[int]) -> bool:
         worker = trial.user_attrs.get("worker") or {}
