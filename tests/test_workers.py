@@ -105,6 +105,27 @@ def running_trial_of_a_worker(study_name: str = "smoke") -> FrozenTrial | None:
     return running[0] if running else None
 
 
+def stopped_mid_trial(pid: int, timeout: float = 120) -> FrozenTrial:
+    """Freeze process ``pid`` (SIGSTOP) while it trains a trial and return that trial.
+
+    A trial seen running may finish before a signal sent after the look lands; frozen, the
+    process cannot finish it, so the caller's SIGKILL or SIGINT (then SIGCONT) hits that trial.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        os.kill(pid, signal.SIGSTOP)
+        running = [
+            t
+            for t in load().get_trials(states=(TrialState.RUNNING,))
+            if "reason" in t.user_attrs and t.user_attrs["worker"]["pid"] == pid
+        ]
+        if running:
+            return running[0]
+        os.kill(pid, signal.SIGCONT)  # (between trials: let it start the next one)
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for pid {pid} to be mid-trial")
+
+
 # -- where workers run --------------------------------------------------------------------------
 
 
@@ -328,10 +349,11 @@ def assert_killed_trial_failed_and_retried(study: optuna.Study, victim: FrozenTr
 @pytest.mark.slow
 def test_sigkilled_worker_process_is_replaced_and_its_trial_retried(workdir: Path) -> None:
     sweep = lrbatch("sweep", str(SMOKE), "hardware.workers=2", *SLOW_TRIALS)
-    victim = wait_for(running_trial_of_a_worker, 120, "a running trial")
-    assert isinstance(victim, FrozenTrial)
-    pid = victim.user_attrs["worker"]["pid"]
+    running = wait_for(running_trial_of_a_worker, 120, "a running trial")
+    assert isinstance(running, FrozenTrial)
+    pid = running.user_attrs["worker"]["pid"]
     assert pid != sweep.pid  # a worker process, not the pool
+    victim = stopped_mid_trial(pid)
     os.kill(pid, signal.SIGKILL)
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output
@@ -353,8 +375,8 @@ def test_a_silent_worker_elsewhere_is_failed_after_the_grace_period(workdir: Pat
         found = running_trial_of_a_worker()
         return found if found and found.user_attrs["worker"]["pid"] == joined.pid else None
 
-    victim = wait_for(trial_of_joined, 120, "a trial of the joined worker")
-    assert isinstance(victim, FrozenTrial)
+    wait_for(trial_of_joined, 120, "a trial of the joined worker")
+    victim = stopped_mid_trial(joined.pid)
     joined.kill()
     joined.communicate()
     output, _ = sweep.communicate(timeout=300)
@@ -365,10 +387,13 @@ def test_a_silent_worker_elsewhere_is_failed_after_the_grace_period(workdir: Pat
 # -- Ctrl-C -------------------------------------------------------------------------------------
 
 
-def interrupt(process: subprocess.Popen[str]) -> tuple[str, float]:
-    """Send SIGINT as Ctrl-C does; return the output and the seconds it took to stop."""
+def interrupt(process: subprocess.Popen[str], frozen: int | None = None) -> tuple[str, float]:
+    """Send SIGINT as Ctrl-C does, then wake the ``frozen`` process (see ``stopped_mid_trial``);
+    return the output and the seconds it took to stop."""
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
+    if frozen is not None:
+        os.kill(frozen, signal.SIGCONT)
     output, _ = process.communicate(timeout=60)
     return output, time.monotonic() - started
 
@@ -378,9 +403,9 @@ def test_ctrl_c_then_rerun_trains_the_same_points_as_one_uninterrupted_run(
     workdir: Path,
 ) -> None:
     sweep = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS)
-    victim = wait_for(running_trial_of_a_worker, 120, "a running trial")
-    assert isinstance(victim, FrozenTrial)
-    output, took = interrupt(sweep)
+    wait_for(running_trial_of_a_worker, 120, "a running trial")
+    victim = stopped_mid_trial(sweep.pid)  # (one worker: the sweep trains in its own process)
+    output, took = interrupt(sweep, frozen=sweep.pid)
     assert sweep.returncode == 130 and "Interrupted" in output, output
     assert took < 10, f"took {took:.1f}s to stop"
     study = load()
@@ -401,8 +426,11 @@ def test_ctrl_c_then_rerun_trains_the_same_points_as_one_uninterrupted_run(
 def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(workdir: Path) -> None:
     command = ("sweep", str(SMOKE), "hardware.workers=2", *SLOW_TRIALS)
     sweep = lrbatch(*command)
-    wait_for(running_trial_of_a_worker, 120, "a running trial")
-    output, took = interrupt(sweep)
+    running = wait_for(running_trial_of_a_worker, 120, "a running trial")
+    assert isinstance(running, FrozenTrial)
+    frozen = running.user_attrs["worker"]["pid"]
+    stopped_mid_trial(frozen)  # (so at least this trial is running at Ctrl-C)
+    output, took = interrupt(sweep, frozen=frozen)
     assert sweep.returncode == 130 and "Interrupted" in output, output
     assert took < 20, f"took {took:.1f}s to stop"
     study = load()
