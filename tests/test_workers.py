@@ -447,3 +447,47 @@ def test_ctrl_c_stops_every_worker_and_the_same_command_resumes(workdir: Path) -
     for trial in interrupted:
         if trial.params:  # (one interrupted while its sampler chose has no point to retry)
             assert any(t.state == TrialState.COMPLETE for t in retries_of(study, trial.number))
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The command lines of ``pid``'s child processes."""
+    found = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
+            if int(fields["PPid"]) == pid:
+                cmdline = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found[int(status.parent.name)] = cmdline.decode(errors="replace")
+    return found
+
+
+def test_ctrl_c_while_the_worker_server_imports_stops_cleanly(workdir: Path) -> None:
+    """Ctrl-C from a terminal reaches its whole foreground process group; the server workers are
+    forked from imports torch for seconds after the sweep starts it, and must not be hit then."""
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "lrbatch", "sweep", str(SMOKE), "hardware.workers=2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # (its own process group, as a terminal's foreground job)
+    )
+
+    def server() -> int | None:
+        found = [p for p, line in _children(sweep.pid).items() if "forkserver" in line]
+        return found[0] if found else None
+
+    pid = wait_for(server, 60, "the worker server")
+    assert isinstance(pid, int)
+    os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C does
+    output, _ = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130 and "Interrupted" in output, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    wait_for(lambda: not _alive_pid(pid), 60, "the worker server to exit with the sweep")
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -334,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False)
         return 2
+    except KeyboardInterrupt:  # (before a command's own handling: while it imports, say)
+        console.print("[yellow]Interrupted.[/]")
+        return 130
     except RuntimeError as error:
         from lrbatch.workers import WorkerFailed  # (imported late: `lrbatch predict` stays quick)
 

@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -187,16 +188,29 @@ def _server() -> Any:
 
 def start_worker_server() -> None:
     """Start the server CPU workers are forked from, if not running, without waiting for it:
-    its imports then take place while this process prepares the sweep."""
-    if _server() is not None:
-        from multiprocessing import forkserver
+    its imports then take place while this process prepares the sweep.
 
+    The server starts with SIGINT ignored: a terminal's Ctrl-C reaches its whole process group
+    and would otherwise break the server's imports (seconds of torch) with a traceback; the
+    sweep, which receives it too, stops the workers in order. Workers handle it again."""
+    if _server() is None:
+        return
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()  # (only the main thread may change signal handlers)
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # (inherited through exec)
+    try:
         forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def _forked_main(argv: list[str], env: dict[str, str], cwd: str, log: str) -> None:
     """A forked worker: the environment, directory and output of a new ``lrbatch`` process."""
     os.setsid()  # like start_new_session: Ctrl-C reaches the pool, which stops workers in order
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (the pool's stop signal)
     stdin = os.open(os.devnull, os.O_RDONLY)  # (not the server's terminal)
     os.dup2(stdin, 0)
     os.close(stdin)
@@ -355,6 +369,7 @@ class WorkerPool:
         server = None if slot.env else _server()  # (a GPU worker starts CUDA afresh)
         child: _Child
         if server is not None:
+            start_worker_server()  # (again, should it have died)
             process = server.Process(
                 target=_forked_main, args=(argv, env, os.getcwd(), str(log)), daemon=False
             )
