@@ -478,6 +478,7 @@ def test_ctrl_c_while_the_worker_server_imports_stops_cleanly(workdir: Path) -> 
 
     pid = wait_for(server, 60, "the worker server")
     assert isinstance(pid, int)
+    time.sleep(0.3)  # (the sweep ignores Ctrl-C for the milliseconds it takes to start it)
     os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C does
     output, _ = sweep.communicate(timeout=60)
     assert sweep.returncode == 130 and "Interrupted" in output, output
@@ -491,3 +492,13 @@ def _alive_pid(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_the_worker_server_is_started_ignoring_ctrl_c() -> None:
+    from lrbatch.workers import _sigint_ignored_by_children
+
+    show = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
+    with _sigint_ignored_by_children():
+        child = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True)
+    assert child.stdout.strip() == "True"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (ours is back)

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -197,12 +197,21 @@ def start_worker_server() -> None:
         return
     from multiprocessing import forkserver
 
-    if threading.current_thread() is not threading.main_thread():
-        forkserver.ensure_running()  # (only the main thread may change signal handlers)
-        return
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)  # (inherited through exec)
-    try:
+    with _sigint_ignored_by_children():
         forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """Processes started inside ignore SIGINT (a disposition kept through exec), as does this
+    one meanwhile: a Ctrl-C in the milliseconds a start takes is lost (a second one stops).
+    (Blocking it instead would not do: a signal mask is per thread and not kept through exec.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (only the main thread may change signal handlers)
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGINT, handler)
 
