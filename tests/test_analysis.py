@@ -207,7 +207,9 @@ def test_verdict_says_when_the_free_exponent_excludes_the_named_law(planted) -> 
     )
     result = verdict([shifted if f is free else f for f in fits], optima)
     assert result.best == "square_root"
-    assert "but α's 90% interval 0.535–0.685 excludes 0.5" in result.text
+    assert "(η ∝ √B), though faster: free exponent α = 0.61 (90% 0.535–0.685) excludes 0.5" in (
+        result.text
+    )
     assert "excludes" not in planted["square_root"][3].text  # α = 0.5 is inside the interval
 
 

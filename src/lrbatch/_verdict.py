@@ -268,10 +268,11 @@ def _describe(fit: LawFit, fits: Sequence[LawFit]) -> str:
         if free is not None:
             exponent = f"; free exponent α = {_interval(free, 'alpha')}"
             low, high = free.intervals["alpha"]
-            if not low <= EXPONENTS[fit.law] <= high:
-                exponent += (
-                    f", but α's 90% interval {low:.3g}–{high:.3g} excludes {EXPONENTS[fit.law]:g}"
-                )
+            named = EXPONENTS[fit.law]
+            if not low <= named <= high:
+                pace = "slower" if high < named else "faster"
+                exponent = f", though {pace}: free exponent α = {_interval(free, 'alpha')}"
+                exponent += f" excludes {named:g}"
         return f"{fit.law} ({shapes[fit.law]}){exponent}"
     scale = "b_noise" if fit.law == "saturating" else "b_peak"
     name = "B_noise" if fit.law == "saturating" else "B_peak"
