@@ -32,6 +32,7 @@ from lrbatch import __version__
 from lrbatch.config import ConfigError, config_of_study, validate
 from lrbatch.data import TensorData
 from lrbatch.display import SweepProgress
+from lrbatch.interrupts import Interrupts
 from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
 from lrbatch.sampler import LRBatchSampler, next_step, observations
 from lrbatch.storage import check_storage, default_url, open_storage, redact
@@ -142,6 +143,7 @@ class Worker:
     sampler: LRBatchSampler
     trained: int = 0  # trials this worker trained (not counting skipped ones)
     identity: dict[str, Any] = field(default_factory=dict)  # recorded on each trial: "worker"
+    interrupts: Interrupts = field(default_factory=Interrupts)  # Ctrl-C: when it may land
 
     def observations(self) -> list[Observation]:
         return observations(self.study.get_trials(deepcopy=False))
@@ -274,7 +276,8 @@ def _objective(worker: Worker) -> Callable[[Trial], float]:
         )
         trial.set_user_attr("lrbatch_version", __version__)
         try:
-            result = train(worker.cfg, batch, lr, seed, data=worker.data, fabric=worker.fabric)
+            with worker.interrupts.allowed():
+                result = train(worker.cfg, batch, lr, seed, data=worker.data, fabric=worker.fabric)
         except Exception as error:
             trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             raise
@@ -313,7 +316,16 @@ def work(
 
     Returns:
         ``complete`` or ``budget`` (the plan is finished), or ``paused`` (trial limit reached).
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, at once while training (the trial is failed)
+            or waiting, else once Optuna has recorded the step under way.
     """
+    with worker.interrupts.installed():
+        return _work(worker, progress, trial_limit)
+
+
+def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | None) -> str:
     objective = _objective(worker)
     poll = _POLL_MIN_S
     while trial_limit is None or worker.trained < trial_limit:
@@ -327,11 +339,13 @@ def work(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(worker.study)
-            time.sleep(poll)
+            with worker.interrupts.allowed():
+                time.sleep(poll)
             poll = min(2 * poll, _POLL_MAX_S)
             continue
         poll = _POLL_MIN_S
         worker.study.optimize(objective, n_trials=1)
+        worker.interrupts.check()
     if progress is not None:
         progress.update(worker.study.get_trials(deepcopy=False))
     return "paused"

@@ -1,0 +1,145 @@
+"""Ctrl-C while a worker trains, waits or records: stopped at once, never mid-record."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import optuna.study._optimize
+import pytest
+from conftest import ROOT, TINY
+from optuna.trial import TrialState
+
+from lrbatch.config import load_config
+from lrbatch.interrupts import Interrupts
+from lrbatch.sweep import prepare, work
+
+SMOKE = ROOT / "sweeps" / "smoke.yaml"
+
+
+def ctrl_c() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)  # (the handler runs at the next bytecode of the main thread)
+
+
+def test_a_signal_outside_an_allowed_block_is_held_until_checked() -> None:
+    with Interrupts().installed() as interrupts:
+        ctrl_c()  # no KeyboardInterrupt here
+        assert interrupts.pending
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+        assert not interrupts.pending
+        interrupts.check()  # (raised once)
+
+
+def test_a_signal_inside_an_allowed_block_lands_at_once() -> None:
+    with Interrupts().installed() as interrupts:
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt), interrupts.allowed():
+            threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+            time.sleep(30)  # (a long training step)
+        assert time.monotonic() - started < 10
+
+
+def test_a_held_signal_lands_on_entering_an_allowed_block() -> None:
+    with Interrupts().installed() as interrupts:
+        ctrl_c()
+        entered = False
+        with pytest.raises(KeyboardInterrupt), interrupts.allowed():
+            entered = True
+        assert not entered
+
+
+def test_a_second_signal_lands_at_once_even_where_held() -> None:
+    with Interrupts().installed(), pytest.raises(KeyboardInterrupt):
+        ctrl_c()  # held
+        ctrl_c()  # a stuck write must not make the process unstoppable
+
+
+def test_sigterm_is_held_like_ctrl_c_and_the_handlers_come_back() -> None:
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with Interrupts().installed() as interrupts:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert interrupts.pending
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_outside_the_main_thread_nothing_is_taken_over() -> None:
+    seen: list[Any] = []
+
+    def run() -> None:
+        with Interrupts().installed():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [signal.default_int_handler]
+
+
+@pytest.fixture
+def worker(workdir: Path) -> Any:
+    return prepare(load_config(SMOKE, TINY))
+
+
+def test_ctrl_c_while_optuna_records_a_result_waits_for_the_record(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna 5's trial loop, interrupted inside its tell, leaves the trial RUNNING and raises
+    UnboundLocalError from its own clean-up; held back, the trial is recorded, then we stop."""
+    tell = optuna.study._optimize._tell_with_warning
+
+    def interrupted_tell(**kwargs: Any) -> Any:
+        ctrl_c()
+        return tell(**kwargs)
+
+    monkeypatch.setattr(optuna.study._optimize, "_tell_with_warning", interrupted_tell)
+    with pytest.raises(KeyboardInterrupt):
+        work(worker)
+    trials = worker.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE]
+    assert "micro_batch" in trials[0].user_attrs  # recorded in full
+
+
+def test_ctrl_c_while_training_fails_the_trial_at_once(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lrbatch.sweep
+
+    def interrupted_train(*args: Any, **kwargs: Any) -> Any:
+        ctrl_c()
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(lrbatch.sweep, "train", interrupted_train)
+    with pytest.raises(KeyboardInterrupt):
+        work(worker)
+    trials = worker.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL]
+    assert trials[0].user_attrs["worker"]["pid"] == os.getpid()  # whose it was
+
+
+def test_ctrl_c_while_a_trial_is_asked_for_fails_it_before_training(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between Optuna creating the trial and the objective: held, then the trial is failed as
+    training begins, with the worker recorded (so a pool can tell whose it was)."""
+    ask = worker.study.ask
+
+    def interrupted_ask(*args: Any, **kwargs: Any) -> Any:
+        trial = ask(*args, **kwargs)
+        ctrl_c()
+        return trial
+
+    monkeypatch.setattr(worker.study, "ask", interrupted_ask)
+    with pytest.raises(KeyboardInterrupt):
+        work(worker)
+    trials = worker.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL]
+    assert trials[0].user_attrs["worker"]["pid"] == os.getpid()
+    assert "micro_batch" not in trials[0].user_attrs  # (it never trained)
