@@ -120,11 +120,21 @@ class _Cluster:
             "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync",
             "--no-instructions",
         )  # fmt: skip
-        options = (
-            f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
+        for attempt in range(3):
+            options = (
+                f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            try:
+                self._run(
+                    "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
+                    "start",
+                )  # fmt: skip
+                return
+            except RuntimeError as error:  # the free port was taken meanwhile: another one
+                if attempt == 2 or "could not bind" not in str(error):
+                    raise
+                self.port = _free_port()
 
     def create_role(self, password: str) -> URL:
         """Create a login role that may create databases, and its database; its URL."""

@@ -1,6 +1,7 @@
 """The command line as a user types it."""
 
 import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,13 @@ def test_import_then_report_from_the_command_line(workdir: Path, capsys) -> None
     out = capsys.readouterr().out
     assert "Verdict:" in out and "square_root" in out
     assert {p.name for p in (workdir / "rep").iterdir()} >= {"summary.json", "report.html"}
+
+
+def test_dashboard_on_a_port_in_use_is_a_clear_error(workdir: Path, capsys) -> None:
+    url = f"sqlite:///{workdir}/empty.db"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--storage", url, "--port", str(port)]) == 2
+    out = capsys.readouterr().out
+    assert f"--port={port}: cannot listen there (Address already in use)" in " ".join(out.split())
+    assert "Traceback" not in out

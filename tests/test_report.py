@@ -138,9 +138,39 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # (no http_proxy)
+
+
 def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with _LOOPBACK.open(url, timeout=5) as response:
         return json.loads(response.read())
+
+
+def _start_dashboard(url: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``lrbatch dashboard`` on a free port, once it answers (another port if this one was
+    taken between finding it free and the server binding it)."""
+    for attempt in range(3):
+        port = _free_port()
+        command = ["dashboard", "--storage", url, "--port", str(port)]
+        server = subprocess.Popen(
+            [sys.executable, "-m", "lrbatch.cli", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while server.poll() is None:
+            try:
+                _get(f"http://127.0.0.1:{port}/api/studies")
+                return server, port
+            except OSError:
+                if time.monotonic() > deadline:
+                    server.kill()
+                    raise AssertionError("dashboard did not start") from None
+                time.sleep(0.5)
+        output = server.stdout.read().decode() if server.stdout else ""
+        if "in use" not in output or attempt == 2:
+            raise AssertionError(output)
+    raise AssertionError("unreachable")
 
 
 def test_dashboard_serves_the_study_note_and_plots(smoke_study: tuple[str, Path]) -> None:
@@ -148,22 +178,9 @@ def test_dashboard_serves_the_study_note_and_plots(smoke_study: tuple[str, Path]
     study = open_study(url, "smoke")
     publish(build_report(study), study)
     publish(build_report(study), study)  # a second report replaces, never duplicates
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lrbatch.cli", "dashboard", "--storage", url, "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    server, port = _start_dashboard(url)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()
-                assert time.monotonic() < deadline, "dashboard did not start"
-                time.sleep(0.5)
+        studies = _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
         (entry,) = [s for s in studies if s["study_name"] == "smoke"]
         detail = _get(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}")
         assert "Verdict" in detail["note"]["body"]

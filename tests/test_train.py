@@ -118,7 +118,7 @@ def test_users_lightning_module_and_tensors_plug_in() -> None:
         ]
     )
     result = train(cfg, 16, 0.5, seed=0)
-    assert not result.diverged and result.metrics["val_acc"] > 0.8
+    assert not result.diverged and result.metrics["val_acc"] > 0.6  # (chance: 1/3)
 
 
 def memory_limited(*limits: str) -> DictConfig:

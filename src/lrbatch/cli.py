@@ -11,6 +11,7 @@ lrbatch import FILE.csv --storage URL --study NAME          load a grid measured
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -296,11 +297,30 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.study_io import find_last_study
 
     url = args.storage or find_last_study()
+    storage = open_storage(url, heartbeat_interval=None)
+    _check_port(args.host, args.port)
     console.print(
         f"optuna-dashboard for {redact(url)} on http://{args.host}:{args.port}/ (Ctrl-C stops it)"
     )
-    run_server(open_storage(url, heartbeat_interval=None), host=args.host, port=args.port)
+    run_server(storage, host=args.host, port=args.port)
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Raise ConfigError unless the dashboard can listen on ``host``:``port``."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):  # (as the server binds: address reusable)
+            pass
+    except OSError as error:
+        accepted = "a free port (--port 8081, say)"
+        if error.errno != errno.EADDRINUSE:
+            accepted = "an address of this machine (--host 127.0.0.1, or 0.0.0.0 for every one)"
+        raise ConfigError(
+            f"--host={host} --port={port}: cannot listen there ({os.strerror(error.errno or 0)}); "
+            f"accepted: {accepted}"
+        ) from None
 
 
 def _import(args: argparse.Namespace, console: Console) -> int:
