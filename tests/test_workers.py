@@ -428,6 +428,7 @@ def test_sigkilled_worker_process_is_replaced_and_its_trial_retried(workdir: Pat
     pid = running.user_attrs["worker"]["pid"]
     assert pid != sweep.pid  # a worker process, not the pool
     victim = stopped_mid_trial(pid)
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "lrbatch-worker"  # (ps, pgrep)
     os.kill(pid, signal.SIGKILL)
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output

@@ -220,6 +220,8 @@ def _forked_main(argv: list[str], env: dict[str, str], cwd: str, log: str) -> No
     """A forked worker: the environment, directory and output of a new ``lrbatch`` process."""
     os.setsid()  # like start_new_session: Ctrl-C reaches the pool, which stops workers in order
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (the pool's stop signal)
+    with contextlib.suppress(OSError):  # its name in ps -o comm, top, pgrep (Linux)
+        Path("/proc/self/comm").write_text("lrbatch-worker")
     stdin = os.open(os.devnull, os.O_RDONLY)  # (not the server's terminal)
     os.dup2(stdin, 0)
     os.close(stdin)
