@@ -55,10 +55,38 @@ def test_a_held_signal_lands_on_entering_an_allowed_block() -> None:
         assert not entered
 
 
-def test_a_second_signal_lands_at_once_even_where_held() -> None:
+def test_a_signal_a_second_after_a_held_one_lands_at_once() -> None:
     with Interrupts().installed(), pytest.raises(KeyboardInterrupt):
         ctrl_c()  # held
-        ctrl_c()  # a stuck write must not make the process unstoppable
+        time.sleep(1.1)  # (a write stuck that long)
+        ctrl_c()  # must not leave the process unstoppable
+
+
+def test_two_signals_together_are_held_as_one() -> None:
+    """SLURM's SIGTERM to every process of a job and the pool's stop signal come together."""
+    with Interrupts().installed() as interrupts:
+        os.kill(os.getpid(), signal.SIGTERM)
+        ctrl_c()
+        assert interrupts.pending
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+
+
+def test_a_signal_held_in_the_last_look_at_the_study_still_stops(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan finished, but Ctrl-C came while that was being found out: say Interrupted, not
+    complete (the user asked to stop; the report can wait for the next command)."""
+    import lrbatch.sweep
+
+    def finished(*args: Any) -> Any:
+        ctrl_c()
+        return lrbatch.sweep.Finished("complete")
+
+    monkeypatch.setattr(lrbatch.sweep, "next_step", finished)
+    with pytest.raises(KeyboardInterrupt):
+        work(worker)
+    assert not worker.study.trials  # (and no trial was created only to be failed)
 
 
 def test_sigterm_is_held_like_ctrl_c_and_the_handlers_come_back() -> None:

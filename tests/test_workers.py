@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -557,3 +558,33 @@ def test_the_worker_server_is_started_ignoring_ctrl_c() -> None:
         child = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True)
     assert child.stdout.strip() == "True"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (ours is back)
+
+
+def test_ctrl_c_while_the_pool_starts_a_worker_leaves_none_running(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right as the first worker is started (while the pool waits for the fork server,
+    say): the sweep stops, and that worker with it, not left to run the sweep unseen."""
+    from lrbatch.workers import WorkerPool
+
+    start = WorkerPool._start
+    started: list[int] = []
+
+    def interrupted_start(pool: WorkerPool, *args: Any) -> Any:
+        process = start(pool, *args)
+        started.append(process.child.pid)
+        if len(started) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return process
+
+    monkeypatch.setattr(WorkerPool, "_start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(load_config(SMOKE, ["hardware.workers=2", *SHARED]), Console(file=io.StringIO()))
+    assert started
+    wait_for(lambda: not any(_alive(pid) for pid in started), 30, "every worker to stop")
+    trials = load().get_trials()
+    time.sleep(1)
+    assert load().get_trials() == trials  # nothing trains on
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) < 5, "a worker went on with the sweep"  # (all of it: 17 and more)

@@ -4,8 +4,9 @@ Optuna's bookkeeping around a trial (asking for it, recording its result, stoppi
 heartbeat) is not safe to interrupt: a KeyboardInterrupt there can leave the trial RUNNING with
 nobody to fail it, or surface as an unrelated error from Optuna's own clean-up. So a worker
 takes the signal at once only where nothing is half-written (training, waiting for other
-workers); anywhere else it is held until that step is done, then raised. A second signal while
-one is held is raised at once: a stuck write does not make the process unstoppable.
+workers); anywhere else it is held until that step is done, then raised. Another signal over a
+second after the held one is raised at once: a stuck write does not make the process
+unstoppable (one sooner, say SLURM's SIGTERM and the pool's SIGINT together, is held too).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_INSIST_S = 1.0  # a signal this long after a held one lands at once
 
 
 class Interrupts:
@@ -25,13 +28,16 @@ class Interrupts:
 
     def __init__(self) -> None:
         self.pending = False  # a signal came and is held back
+        self._held_at = 0.0  # when
         self._open = False  # inside an allowed() block
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._open or self.pending:  # (a second one: at once, whatever is under way)
+        insists = self.pending and time.monotonic() - self._held_at >= _INSIST_S
+        if self._open or insists:
             self.pending = False
             raise KeyboardInterrupt
-        self.pending = True
+        if not self.pending:
+            self.pending, self._held_at = True, time.monotonic()
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interrupts]:
@@ -40,11 +46,12 @@ class Interrupts:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
+        self.pending = False
         previous: dict[int, Any] = {s: signal.signal(s, self._handle) for s in _SIGNALS}
         try:
             yield self
-        finally:
-            for number, handler in previous.items():
+        finally:  # (in reverse: a SIGINT raised by the first restored leaves none behind)
+            for number, handler in reversed(previous.items()):
                 signal.signal(number, handler)
 
     @contextlib.contextmanager

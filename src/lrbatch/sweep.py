@@ -322,7 +322,9 @@ def work(
             or waiting, else once Optuna has recorded the step under way.
     """
     with worker.interrupts.installed():
-        return _work(worker, progress, trial_limit)
+        why = _work(worker, progress, trial_limit)
+        worker.interrupts.check()  # (one held in the last look at the study: stop, say so)
+        return why
 
 
 def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | None) -> str:
@@ -344,6 +346,7 @@ def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | Non
             poll = min(2 * poll, _POLL_MAX_S)
             continue
         poll = _POLL_MIN_S
+        worker.interrupts.check()  # (before Optuna creates a trial that would only be failed)
         worker.study.optimize(objective, n_trials=1)
         worker.interrupts.check()
     if progress is not None:

@@ -40,6 +40,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbatch.display import SweepProgress
+from lrbatch.interrupts import Interrupts
 from lrbatch.plan import Finished
 from lrbatch.sampler import next_step
 
@@ -219,7 +220,7 @@ def _sigint_ignored_by_children() -> Iterator[None]:
 def _forked_main(argv: list[str], env: dict[str, str], cwd: str, log: str) -> None:
     """A forked worker: the environment, directory and output of a new ``lrbatch`` process."""
     os.setsid()  # like start_new_session: Ctrl-C reaches the pool, which stops workers in order
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # (the pool's stop signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (Ctrl-C to this worker alone)
     with contextlib.suppress(OSError):  # its name in ps -o comm, top, pgrep (Linux)
         Path("/proc/self/comm").write_text("lrbatch-worker")
     stdin = os.open(os.devnull, os.O_RDONLY)  # (not the server's terminal)
@@ -347,18 +348,24 @@ class WorkerPool:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         shares = _shares(trial_limit, len(self._slots))
         try:
-            for index, slot in enumerate(self._slots):
-                if shares[index] != 0:
-                    self._processes.append(self._start(slot, index, shares[index]))
-            shown = -math.inf
-            while any(p.child.poll() is None for p in self._processes):
-                if time.monotonic() - shown >= _SHOW_S:
-                    progress.update(study.get_trials(deepcopy=False))
-                    shown = time.monotonic()
-                self._watch(study, worker.plan, trial_limit)
-                time.sleep(_WATCH_S)
+            # Ctrl-C lands while the pool sleeps; starting a worker or failing a trial, it waits
+            # for that to be done (a worker started but not yet known would be left running).
+            with Interrupts().installed() as interrupts:
+                for index, slot in enumerate(self._slots):
+                    if shares[index] != 0:
+                        self._start(slot, index, shares[index])
+                shown = -math.inf
+                while any(p.child.poll() is None for p in self._processes):
+                    interrupts.check()
+                    if time.monotonic() - shown >= _SHOW_S:
+                        progress.update(study.get_trials(deepcopy=False))
+                        shown = time.monotonic()
+                    self._watch(study, worker.plan, trial_limit)
+                    with interrupts.allowed():
+                        time.sleep(_WATCH_S)
+                interrupts.check()
         except BaseException:
-            self._stop(study)
+            self._stop(study)  # (a second Ctrl-C here lands at once)
             raise
         trials = study.get_trials(deepcopy=False)
         progress.update(trials)
@@ -367,6 +374,7 @@ class WorkerPool:
         return why, self._trained(trials)
 
     def _start(self, slot: Slot, index: int, trial_limit: int | None) -> _Process:
+        """Start a worker on ``slot`` and add it to those watched and stopped."""
         env = {**os.environ, **slot.env, STORAGE_ENV: self._url, SLOT_ENV: slot.label}
         env["PYTHONUNBUFFERED"] = "1"
         argv = ["worker", "--study", self._cfg.study.name]
@@ -397,7 +405,9 @@ class WorkerPool:
                     start_new_session=True,  # Ctrl-C reaches the pool, which stops workers
                 )
         self._pids.add(child.pid)
-        return _Process(slot, index, child, log)
+        started = _Process(slot, index, child, log)
+        self._processes.append(started)
+        return started
 
     def _watch(self, study: Any, plan: Any, trial_limit: int | None) -> None:
         for process in list(self._processes):
@@ -421,7 +431,6 @@ class WorkerPool:
                 continue
             restarted = self._start(process.slot, process.index, left)
             restarted.restarts = process.restarts + 1
-            self._processes.append(restarted)
             with process.log.open("a") as log:
                 log.write(
                     f"--- killed (exit {code}); failed trials {failed}; restarted as pid "
@@ -440,8 +449,8 @@ class WorkerPool:
         """Interrupt every worker, give them :data:`_STOP_S` to fail their trials, kill the
         rest, and fail whatever trial of theirs still runs."""
         live = [p for p in self._processes if p.child.poll() is None]
-        for process in live:
-            process.child.send_signal(signal.SIGINT)
+        for process in live:  # (SIGTERM: a worker too new to handle it just ends, untouched)
+            process.child.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + _STOP_S
         try:
             for process in live:
