@@ -588,3 +588,30 @@ def test_ctrl_c_while_the_pool_starts_a_worker_leaves_none_running(
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) < 5, "a worker went on with the sweep"  # (all of it: 17 and more)
+
+
+@pytest.mark.slow
+def test_workers_stop_when_their_pool_is_killed(workdir: Path) -> None:
+    """SIGKILL to the sweep (no chance to stop its workers): they notice within seconds, fail
+    their trials and stop, rather than train on unseen; the same command then resumes."""
+    sweep = lrbatch("sweep", str(SMOKE), "hardware.workers=2", *SLOW_TRIALS)
+    wait_for(running_trial_of_a_worker, 120, "a running trial")
+    workers = {
+        pid
+        for pid, parent in _parents().items()
+        if parent in _descendants(sweep.pid) | {sweep.pid}
+        and Path(f"/proc/{pid}/comm").read_text().strip() == "lrbatch-worker"
+    }
+    assert len(workers) == 2
+    sweep.kill()
+    sweep.communicate()
+    wait_for(lambda: not any(_alive(pid) for pid in workers), 30, "the workers to stop")
+    study = load()
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    logs = "".join(p.read_text() for p in Path("runs/smoke.workers").glob("*.log"))
+    assert logs.count("Interrupted.") == 2
+
+    resumed = lrbatch("sweep", str(SMOKE), "hardware.workers=2", *SLOW_TRIALS)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Sweep complete" in output, output
+    assert_no_point_trained_twice(load())

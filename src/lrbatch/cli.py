@@ -77,8 +77,9 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
 def _worker(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.storage import redact
     from lrbatch.sweep import join_sweep
-    from lrbatch.workers import STORAGE_ENV
+    from lrbatch.workers import STORAGE_ENV, stop_with_pool
 
+    stop_with_pool()
     url = args.storage or os.environ.get(STORAGE_ENV)
     if not url:
         raise ConfigError(

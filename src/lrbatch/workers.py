@@ -57,6 +57,8 @@ __all__ = [
 
 STORAGE_ENV = "LRBATCH_STORAGE"  # the storage URL reaches workers here, never on a command line
 SLOT_ENV = "LRBATCH_WORKER_SLOT"
+POOL_ENV = "LRBATCH_POOL_PID"  # the pool that started this worker: when it is gone, stop
+_POOL_WATCH_S = 1.0  # how often a worker looks for its pool
 _WATCH_S = 0.1  # how often the pool looks at its processes
 _SHOW_S = 0.5  # how often it reads the study for the display
 _STOP_S = 15.0  # after Ctrl-C, how long workers get to fail their trials before being killed
@@ -277,6 +279,22 @@ class _Forked:
         self.send_signal(signal.SIGKILL)
 
 
+def stop_with_pool() -> None:
+    """In a worker a pool started: stop as on SIGTERM (its trial failed, to be retried) once the
+    pool is gone, killed with SIGKILL say, so that no worker trains on unseen. Workers started
+    by hand (``lrbatch worker``) have no pool and go on."""
+    pool = os.environ.get(POOL_ENV, "")
+    if not pool.isdigit():
+        return
+
+    def watch() -> None:
+        while _alive(int(pool)):
+            time.sleep(_POOL_WATCH_S)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lrbatch-pool-watch", daemon=True).start()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -376,6 +394,7 @@ class WorkerPool:
     def _start(self, slot: Slot, index: int, trial_limit: int | None) -> _Process:
         """Start a worker on ``slot`` and add it to those watched and stopped."""
         env = {**os.environ, **slot.env, STORAGE_ENV: self._url, SLOT_ENV: slot.label}
+        env[POOL_ENV] = str(os.getpid())
         env["PYTHONUNBUFFERED"] = "1"
         argv = ["worker", "--study", self._cfg.study.name]
         if trial_limit is not None:
