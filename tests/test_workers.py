@@ -91,13 +91,18 @@ def lrbatch(*args: str, new_session: bool = False) -> subprocess.Popen[str]:
     return process
 
 
+def _status(pid: int | str) -> dict[str, str]:
+    """The fields of ``/proc/<pid>/status`` (``PPid``, ``State``, ``SigIgn``...)."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":\t", 1) for line in lines)
+
+
 def _parents() -> dict[int, int]:
     """pid -> parent pid, for every process."""
     found = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for proc in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError, ValueError, KeyError):
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines())
-            found[int(status.parent.name)] = int(fields["PPid"])
+            found[int(proc.name)] = int(_status(proc.name)["PPid"])
     return found
 
 
@@ -195,7 +200,7 @@ def stopped_mid_trial(pid: int, timeout: float = 120) -> FrozenTrial:
 
 def _state(pid: int) -> str:
     """The process's state letter (``T``: stopped), as ``ps`` shows it."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return _status(pid)["State"][0]
 
 
 # -- where workers run --------------------------------------------------------------------------
@@ -536,9 +541,7 @@ def test_ctrl_c_while_the_worker_server_imports_stops_cleanly(workdir: Path) -> 
         return found[0] if found else None
 
     def handles_sigint(pid: int) -> bool:  # (the sweep ignores it while it starts the server)
-        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text()
-                      .splitlines())  # fmt: skip
-        return not int(fields["SigIgn"], 16) & 1 << (signal.SIGINT - 1)
+        return not int(_status(pid)["SigIgn"], 16) & 1 << (signal.SIGINT - 1)
 
     pid = wait_for(server, 60, "the worker server")
     assert isinstance(pid, int)
@@ -598,9 +601,8 @@ def test_workers_stop_when_their_pool_is_killed(workdir: Path) -> None:
     wait_for(running_trial_of_a_worker, 120, "a running trial")
     workers = {
         pid
-        for pid, parent in _parents().items()
-        if parent in _descendants(sweep.pid) | {sweep.pid}
-        and Path(f"/proc/{pid}/comm").read_text().strip() == "lrbatch-worker"
+        for pid in _descendants(sweep.pid)
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "lrbatch-worker"
     }
     assert len(workers) == 2
     sweep.kill()

@@ -266,13 +266,13 @@ def _describe(fit: LawFit, fits: Sequence[LawFit]) -> str:
         free = next((f for f in fits if f.law == "power_law"), None)
         exponent = ""
         if free is not None:
-            exponent = f"; free exponent α = {_interval(free, 'alpha')}"
+            alpha = f"free exponent α = {_interval(free, 'alpha')}"
             low, high = free.intervals["alpha"]
             named = EXPONENTS[fit.law]
+            exponent = f"; {alpha}"
             if not low <= named <= high:
                 pace = "slower" if high < named else "faster"
-                exponent = f", though {pace}: free exponent α = {_interval(free, 'alpha')}"
-                exponent += f" excludes {named:g}"
+                exponent = f", though {pace}: {alpha} excludes {named:g}"
         return f"{fit.law} ({shapes[fit.law]}){exponent}"
     scale = "b_noise" if fit.law == "saturating" else "b_peak"
     name = "B_noise" if fit.law == "saturating" else "B_peak"

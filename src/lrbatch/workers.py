@@ -189,19 +189,21 @@ def _server() -> Any:
     return context
 
 
-def start_worker_server() -> None:
+def start_worker_server() -> Any:
     """Start the server CPU workers are forked from, if not running, without waiting for it:
-    its imports then take place while this process prepares the sweep.
+    its imports then take place while this process prepares the sweep. Returns its context
+    (None where there is none).
 
     The server starts with SIGINT ignored: a terminal's Ctrl-C reaches its whole process group
     and would otherwise break the server's imports (seconds of torch) with a traceback; the
     sweep, which receives it too, stops the workers in order. Workers handle it again."""
-    if _server() is None:
-        return
-    from multiprocessing import forkserver
+    server = _server()
+    if server is not None:
+        from multiprocessing import forkserver
 
-    with _sigint_ignored_by_children():
-        forkserver.ensure_running()
+        with _sigint_ignored_by_children():
+            forkserver.ensure_running()
+    return server
 
 
 @contextlib.contextmanager
@@ -404,10 +406,10 @@ class WorkerPool:
         handle: IO[bytes]
         with log.open("ab") as handle:
             handle.write(f"--- {time.strftime('%F %T')} {slot.label}\n".encode())
-        server = None if slot.env else _server()  # (a GPU worker starts CUDA afresh)
+        # (a GPU worker starts CUDA afresh; the server is started again should it have died)
+        server = None if slot.env else start_worker_server()
         child: _Child
         if server is not None:
-            start_worker_server()  # (again, should it have died)
             process = server.Process(
                 target=_forked_main, args=(argv, env, os.getcwd(), str(log)), daemon=False
             )
