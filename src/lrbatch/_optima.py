@@ -94,6 +94,9 @@ class BatchOptimum:
         diverged: how many trials diverged (``TrialPoint.diverged``; a run that only missed
             its target is not counted, though it scores as worst).
         stability_edge: the lowest lr where a trial diverged here, or None if none did.
+        stable_lr: the highest lr below ``stability_edge`` where no trial diverged (with
+            ``stability_edge``, the interval the edge lies in), or the highest lr tried when
+            none diverged; None when every lr tried at or below the edge diverged.
         bracketed: False when the best tried lr is the smallest lr tried, or the largest with
             no diverged (or target-missing) lr above it: the optimum may lie beyond it, and
             ``lr_opt`` is a bound, not an estimate. A diverged lr above bounds it from above.
@@ -114,6 +117,7 @@ class BatchOptimum:
     stability_edge: float | None
     bracketed: bool
     method: str
+    stable_lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,8 @@ def _optimum(
         lr_low = found.levels[max(k - 1, 0)].lr
         lr_high = found.levels[min(k + 1, len(found.levels) - 1)].lr
     unstable = [p.lr for p in points if p.diverged]  # not a run that only missed its target
+    edge = min(unstable) if unstable else math.inf
+    stable = [p.lr for p in points if not p.diverged and p.lr < edge]
     return BatchOptimum(
         batch_size=batch,
         lr_opt=lr_opt,
@@ -306,6 +312,7 @@ def _optimum(
         seeds=len({p.seed for p in points}),
         diverged=len(unstable),
         stability_edge=min(unstable) if unstable else None,
+        stable_lr=max(stable) if stable else None,
         # every other tried lr scores worse, a diverged one too: one each side bounds the best
         bracketed=found.levels[0] is not best and found.levels[-1] is not best,
         method=method,
