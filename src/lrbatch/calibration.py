@@ -26,7 +26,7 @@ import numpy as np
 from lrbatch._optima import BatchOptimum, TrialPoint, batch_optima
 from lrbatch.plan import Finished, Observation, Proposal, SweepPlan
 
-__all__ = ["Calibration", "Landscape", "calibrate", "simulate"]
+__all__ = ["Calibration", "Landscape", "Sweeps", "calibrate", "score", "simulate", "sweeps"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,44 @@ class Calibration:
         return float(np.mean(self.covered))
 
 
+Sweeps = list[tuple[list[TrialPoint], list[TrialPoint]]]
+
+
+def sweeps(plan: SweepPlan, landscape: Landscape, repeats: int, reruns: bool = True) -> Sweeps:
+    """``repeats`` independent sweeps (worlds), each with its rerun under fresh trial noise
+    (an empty list when ``reruns`` is False)."""
+    return [
+        (
+            simulate(plan, landscape, world),
+            simulate(plan, landscape, world, 1) if reruns else [],
+        )
+        for world in range(repeats)
+    ]
+
+
+def score(
+    landscape: Landscape,
+    runs: Sweeps,
+    estimator: Callable[[Sequence[TrialPoint]], list[BatchOptimum]] = batch_optima,
+) -> Calibration:
+    """Score ``estimator`` against the truth on the bracketed optima of ``runs``."""
+    errors, best, covered, inside, widths, trials = [], [], [], [], [], []
+    for points, rerun in runs:
+        again = {o.batch_size: o for o in estimator(rerun)} if rerun else {}
+        trials.append(len(points))
+        for o in estimator(points):
+            if not o.bracketed:
+                continue
+            truth = landscape.true_optimum(o.batch_size)
+            errors.append(abs(math.log10(o.lr_opt / truth)))
+            best.append(abs(math.log10(o.best_lr_tried / truth)))
+            covered.append(o.lr_low <= truth <= o.lr_high)
+            widths.append(math.log10(o.lr_high / o.lr_low))
+            if o.batch_size in again:
+                inside.append(o.lr_low <= again[o.batch_size].lr_opt <= o.lr_high)
+    return Calibration(*(np.array(v) for v in (errors, best, covered, inside, widths, trials)))
+
+
 def calibrate(
     plan: SweepPlan,
     landscape: Landscape,
@@ -158,22 +196,4 @@ def calibrate(
         reruns: also rerun each sweep with fresh trial noise and check that its estimate lands
             inside the first run's interval.
     """
-    errors, best, covered, inside, widths, trials = [], [], [], [], [], []
-    for world in range(repeats):
-        points = simulate(plan, landscape, world)
-        optima = [o for o in estimator(points) if o.bracketed]
-        again = (
-            {o.batch_size: o for o in estimator(simulate(plan, landscape, world, 1))}
-            if (reruns)
-            else {}
-        )
-        trials.append(len(points))
-        for o in optima:
-            truth = landscape.true_optimum(o.batch_size)
-            errors.append(abs(math.log10(o.lr_opt / truth)))
-            best.append(abs(math.log10(o.best_lr_tried / truth)))
-            covered.append(o.lr_low <= truth <= o.lr_high)
-            widths.append(math.log10(o.lr_high / o.lr_low))
-            if o.batch_size in again:
-                inside.append(o.lr_low <= again[o.batch_size].lr_opt <= o.lr_high)
-    return Calibration(*(np.array(v) for v in (errors, best, covered, inside, widths, trials)))
+    return score(landscape, sweeps(plan, landscape, repeats, reruns), estimator)
