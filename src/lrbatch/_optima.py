@@ -90,8 +90,8 @@ class BatchOptimum:
     Attributes:
         batch_size: effective batch size.
         lr_opt: estimated optimal learning rate.
-        lr_low: lower end of its bootstrap 90% interval.
-        lr_high: upper end of its bootstrap 90% interval.
+        lr_low: lower end of its 90% interval.
+        lr_high: upper end of its 90% interval.
         value_opt: metric at the optimum, from the fit (the seed-mean at the best tried lr
             when ``method`` is ``"best point"``).
         best_lr_tried: the tried lr with the best seed-mean metric (adjusted for each seed's
