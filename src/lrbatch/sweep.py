@@ -266,14 +266,10 @@ def _objective(worker: Worker) -> Callable[[Trial], float]:
         if proposal.reason == "explore":  # another worker took the planned point meanwhile
             trial.set_user_attr("reason", "explore (skipped: the plan had nothing to propose)")
             raise optuna.TrialPruned()
-        anchor = plan.anchor_lr(worker.observations())
+        # (the sampler recorded base_lr, η0 the rules were anchored at, and their predictions)
         trial.set_user_attr("reason", proposal.reason)
         trial.set_user_attr("effective_batch", batch)
         trial.set_user_attr("seed", seed)
-        trial.set_user_attr("base_lr", anchor)  # η0 the rules were anchored at, at B0
-        trial.set_user_attr(
-            "predictions", {} if anchor is None else plan.predictions(batch, anchor)
-        )
         trial.set_user_attr("lrbatch_version", __version__)
         try:
             with worker.interrupts.allowed():
