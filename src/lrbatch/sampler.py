@@ -44,6 +44,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbatch.plan import Finished, Observation, Proposal, SweepPlan, Wait
+from lrbatch.study_io import outcome
 
 __all__ = [
     "PARAMS",
@@ -77,11 +78,8 @@ def point(trial: FrozenTrial) -> Proposal | None:
 
 
 def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> list[Observation]:
-    """The plan's view of finished and running trials that have a :func:`point`.
-
-    A trial counts as diverged when its ``diverged`` user attribute is set or its value is not
-    finite.
-    """
+    """The plan's view of finished and running trials that have a :func:`point`; how a
+    finished one ended is read by :func:`lrbatch.study_io.outcome`, as the analysis reads it."""
     seen = []
     for trial in trials:
         if trial.number == exclude or trial.state not in _ACTIVE:
@@ -89,17 +87,16 @@ def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> l
         where = point(trial)
         if where is None:
             continue
-        value = trial.value if trial.state == TrialState.COMPLETE else None
-        # lrbatch records divergence; for other trials a non-finite value means it
-        diverged = trial.user_attrs.get("diverged", value is not None and not math.isfinite(value))
+        ended = outcome(trial) if trial.state == TrialState.COMPLETE else None
         seen.append(
             Observation(
                 batch_size=where.batch_size,
                 lr=where.lr,
                 seed=where.seed,
-                value=value,
-                diverged=bool(diverged),
+                value=None if ended is None else ended.value,
+                diverged=ended is not None and ended.diverged,
                 reason=_planned(where.reason) or None,
+                reached_target=None if ended is None else ended.reached_target,
             )
         )
     return seen
