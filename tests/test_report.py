@@ -20,7 +20,7 @@ from conftest import ROOT
 from lrbatch.config import ConfigError, load_config
 from lrbatch.plan import SweepPlan
 from lrbatch.report import build_report, publish, summary, write_report
-from lrbatch.sampler import observations
+from lrbatch.sampler import LRBatchSampler, observations, stop_when_plan_finished
 from lrbatch.study_io import import_csv, load_points, open_study
 from lrbatch.sweep import run_sweep
 
@@ -319,3 +319,32 @@ def test_trials_csv_of_a_target_study_imports_back_without_false_divergences(
     assert [o.stability_edge for o in again.optima] == [
         o.stability_edge for o in build_report(study).optima
     ]
+
+
+def test_a_rule_skipped_above_an_edge_measured_at_a_larger_batch_counts_as_diverged() -> None:
+    # η0 = 4 at B0 = 32 is far above the stability edge (0.6 at every batch size): 4 and 1
+    # diverge at 32, which bounds every rule at B=16 (4, 2.8, 2), so none is trained there;
+    # nothing diverges at 16 itself (the search stays near its optimum, 0.032).
+    plan = SweepPlan(
+        batch_sizes=(16, 32, 64), base_batch=32, lr_min=1e-3, lr_max=10.0, base_lr=4.0, seeds=1
+    )
+    study = optuna.create_study(sampler=LRBatchSampler(plan, seed=0))
+    study.set_user_attr("lrbatch.config", {"sweep": {"base_batch": 32}})
+
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_int("batch_size", 16, 64, log=True)
+        lr = trial.suggest_float("lr", 1e-3, 10.0, log=True)
+        trial.suggest_int("seed", 0, 0)
+        trial.set_user_attr("diverged", lr > 0.6)
+        return math.inf if lr > 0.6 else math.log(lr / (0.002 * batch)) ** 2
+
+    study.optimize(objective, n_trials=100, callbacks=[stop_when_plan_finished])
+    at_16 = [t for t in study.trials if t.params["batch_size"] == 16]
+    assert at_16 and not any(t.user_attrs["diverged"] for t in at_16)
+    tried = [t.params["lr"] for t in at_16]
+    report = build_report(study)
+    at_16 = [r for r in report.regrets if r.batch_size == 16]
+    assert len(at_16) == 3
+    for regret in at_16:
+        assert not any(abs(lr / regret.predicted_lr - 1) < 0.01 for lr in tried)  # no trial
+        assert math.isinf(regret.regret)  # ...yet the report says it is above the edge
