@@ -6,7 +6,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
+from lrbatch.plan import WAIT, Finished, Observation, Proposal, Shortfall, SweepPlan
 
 BATCHES = (16, 32, 64, 128, 256, 512)
 
@@ -251,7 +251,7 @@ def test_no_trial_at_or_above_an_lr_that_diverged_at_this_or_a_larger_batch() ->
     assert not any(p.reason.startswith("rule:") for p in at_16)  # every rule seed skipped
     for batch, state in sweep.states(observations).items():
         assert 1 / 1.5 <= state.best_lr / saturating_optimum(batch) <= 1.5, batch
-        assert state.bracketed
+        assert state.bracketed and not sweep.shortfalls(observations)
     # a neighbour of the best that diverged with the first seed is never replicated
     first = {(o.batch_size, o.lr) for o in observations if o.seed == 0 and o.diverged}
     assert not [p for p in proposals if p.seed > 0 and (p.batch_size, p.lr) in first]
@@ -273,7 +273,7 @@ def test_bracketing_up_stops_at_an_edge_measured_at_a_larger_batch() -> None:
     assert state.phase == "done" and state.bracketed and state.best_lr == step.lr
     assert state.edge == 0.2 and sweep.diverges(done, 32, 0.2)
     assert not sweep.diverges(done, 128, 0.2)  # a larger batch size is not bounded by it
-    assert sweep.next(done) == Finished("complete")
+    assert sweep.next(done) == Finished("complete") and sweep.shortfalls(done) == []
 
 
 def test_every_trial_diverging_ends_the_sweep() -> None:
@@ -283,11 +283,13 @@ def test_every_trial_diverging_ends_the_sweep() -> None:
     assert finished.why == "complete"
     # one trial at B0 and at each larger batch size; B=16 is bounded by B0's, no replicates
     assert sorted(p.batch_size for p in proposals) == [32, 64, 128, 256, 512]
-    assert all(math.isinf(s.best_value) for s in sweep.states(observations).values() if s.trials)
+    shortfalls = sweep.shortfalls(observations)
+    assert [(s.batch_size, s.why) for s in shortfalls] == [(b, "diverged") for b in BATCHES]
     # with the bounds wide, every batch size brackets down to lr_min and still terminates
     wide = plan(base_lr=0.1, seeds=2)
-    _, _, finished = run_plan(wide, saturating_optimum, edge=lambda b: 0.0)
+    observations, _, finished = run_plan(wide, saturating_optimum, edge=lambda b: 0.0)
     assert finished.why == "complete"
+    assert {s.why for s in wide.shortfalls(observations)} == {"diverged"}
 
 
 def test_the_plan_terminates_with_several_workers_finishing_in_any_order() -> None:
@@ -315,3 +317,26 @@ def test_the_plan_terminates_with_several_workers_finishing_in_any_order() -> No
                 o.batch_size, o.lr, o.seed, math.inf if diverged else value, diverged, o.reason
             )
         assert isinstance(decision, Finished), "the plan never finished"
+
+
+def test_shortfalls_name_each_batch_size_without_a_real_optimum() -> None:
+    at_bound = plan(base_lr=1e-3, lr_min=1e-3, batch_sizes=(32,))
+    observations, _, _ = run_plan(at_bound, lambda b: 1e-5)
+    assert at_bound.shortfalls(observations) == [Shortfall(32, "at_lr_min", pytest.approx(1e-3))]
+
+    # the trial budget spent early: B0 not bracketed yet, the other batch sizes never tried
+    short = plan(base_lr=0.01, max_trials=2)
+    observations, _, finished = run_plan(short, saturating_optimum)
+    assert finished.why == "budget"
+    found = {(s.batch_size, s.why) for s in short.shortfalls(observations)}
+    assert found == {(32, "above"), *((b, "untried") for b in BATCHES if b != 32)}
+
+    # a target budget whose target no run reaches: worst everywhere, yet no divergence
+    target = plan(base_lr=0.1, batch_sizes=(32,))
+    missed: list[Observation] = []
+    while isinstance(step := target.next(missed), Proposal):
+        where = (step.batch_size, step.lr, step.seed)
+        missed.append(Observation(*where, math.inf, reason=step.reason, reached_target=False))
+    assert step == Finished("complete")
+    assert target.shortfalls(missed) == [Shortfall(32, "missed_target")]
+    assert not any(target.diverges(missed, 32, o.lr) for o in missed)

@@ -51,6 +51,7 @@ __all__ = [
     "Finished",
     "Observation",
     "Proposal",
+    "Shortfall",
     "SweepPlan",
     "Wait",
 ]
@@ -121,6 +122,26 @@ class BatchState:
     trials: int = 0
     proposal: Proposal | None = field(default=None, compare=False)
     edge: float = math.inf
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a batch size has no optimum to report (see :meth:`SweepPlan.shortfalls`).
+
+    Attributes:
+        batch_size: effective batch size.
+        why: ``untried`` (no trial finished here), ``diverged`` (every trial diverged, or every
+            learning rate within the bounds lies above the stability edge), ``missed_target``
+            (no learning rate reached the target with every seed without diverging),
+            ``at_lr_min`` or ``at_lr_max`` (the best learning rate is that bound: the optimum
+            may lie beyond it), ``below`` or ``above`` (the best is the lowest, or the
+            highest, tried, within the bounds: the search stopped before bracketing it).
+        best_lr: the best learning rate tried, where there is one.
+    """
+
+    batch_size: int
+    why: str
+    best_lr: float | None = None
 
 
 def _same(a: float, b: float) -> bool:
@@ -227,6 +248,34 @@ class SweepPlan:
     def diverges(self, observations: Sequence[Observation], batch: int, lr: float) -> bool:
         """Whether ``lr`` at ``batch`` lies at or above the stability edge (never proposed)."""
         return not _below(lr, self.stability_edge(observations, batch))
+
+    def shortfalls(self, observations: Sequence[Observation]) -> list[Shortfall]:
+        """The batch sizes without a real optimum, in increasing batch size.
+
+        A real optimum is a best learning rate whose trials (every seed tried there) finished
+        without diverging and, in a target budget, reached the target; and that is bracketed:
+        some learning rate was tried below it, and one above it, or the stability edge lies
+        above it. A sweep is complete when its plan is finished and this list is empty.
+        """
+        states = self.states(observations)
+        found = []
+        for batch, state in sorted(states.items()):
+            here = [o for o in observations if o.batch_size == batch and o.value is not None]
+            if state.best_lr is None or state.best_value is None:
+                stuck = not _below(self.lr_min, state.edge)  # nothing within the bounds trains
+                found.append(Shortfall(batch, "diverged" if stuck else "untried"))
+            elif not math.isfinite(state.best_value):
+                missed = any(o.reached_target is False for o in here)
+                found.append(Shortfall(batch, "missed_target" if missed else "diverged"))
+            else:
+                lrs = list(self._scores(here))
+                if _same(state.best_lr, lrs[0]):
+                    bound = state.best_lr <= self.lr_min * _SAME
+                    found.append(Shortfall(batch, "at_lr_min" if bound else "below", state.best_lr))
+                elif _same(state.best_lr, lrs[-1]) and math.isinf(state.edge):
+                    bound = state.best_lr >= self.lr_max / _SAME
+                    found.append(Shortfall(batch, "at_lr_max" if bound else "above", state.best_lr))
+        return found
 
     def order(self) -> list[int]:
         """Batch sizes in working order: B0 first, then outward in log distance."""
