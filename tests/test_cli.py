@@ -6,9 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, TINY
 
-from lrbatch.cli import main
+from lrbatch.cli import NO_ANSWER, main
 
 
 def test_predict_prints_each_rule(capsys) -> None:
@@ -94,3 +94,33 @@ def test_dashboard_on_a_port_in_use_is_a_clear_error(workdir: Path, capsys) -> N
     out = capsys.readouterr().out
     assert f"--port={port}: cannot listen there (Address already in use)" in " ".join(out.split())
     assert "Traceback" not in out
+
+
+def test_a_sweep_where_every_trial_diverges_says_so_and_exits_3(workdir: Path, capsys) -> None:
+    overrides = ["sweep.lr_min=1000", "sweep.lr_max=10000", "sweep.base_lr=2000"]
+    assert main(["sweep", str(ROOT / "sweeps" / "smoke.yaml"), *overrides]) == NO_ANSWER == 3
+    out = " ".join(capsys.readouterr().out.split())  # (rich wraps long lines)
+    last = out[out.index("No trial finished") :]
+    # B=32: 2000 then lr_min; B=128: 2000 (its other rules lie above), then lr_min; no replicate
+    assert last.startswith("No trial finished: all 4 diverged")
+    assert "sweep.lr_min (now 1000)" in last and "Trials this run: 4." in last
+    assert "Sweep complete" not in out
+
+
+def test_a_target_no_trial_reaches_is_said_with_the_best_reached(workdir: Path, capsys) -> None:
+    overrides = [
+        *TINY,
+        "dataset.num_samples=400",
+        "budget.target=0.999",  # (10% of the labels are noise)
+        "sweep.batch_sizes=[16]",
+        "sweep.base_batch=16",
+        "sweep.lr_min=0.05",
+        "sweep.lr_max=0.2",
+        "sweep.base_lr=0.1",
+        "sweep.seeds=1",
+    ]
+    assert main(["sweep", str(ROOT / "sweeps" / "teacher_target.yaml"), *overrides]) == 3
+    out = " ".join(capsys.readouterr().out.split())
+    last = out[out.index("No trial reached the target") :]
+    assert last.startswith("No trial reached the target (best: val_acc 0.")
+    assert "target 0.999)" in last and "Sweep complete" not in out

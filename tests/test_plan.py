@@ -6,7 +6,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
+from lrbatch.plan import WAIT, Finished, Observation, Proposal, Shortfall, SweepPlan
 
 BATCHES = (16, 32, 64, 128, 256, 512)
 
@@ -27,6 +27,7 @@ def run_plan(
             return observations, proposals, decision
         assert isinstance(decision, Proposal), decision
         assert plan.lr_min <= decision.lr <= plan.lr_max
+        assert_not_known_to_diverge(decision, observations)
         proposals.append(decision)
         b, lr = decision.batch_size, decision.lr
         diverged = edge is not None and lr > edge(b)
@@ -35,6 +36,12 @@ def run_plan(
         observations.append(
             Observation(b, lr, decision.seed, sign * value, diverged, decision.reason)
         )
+
+
+def assert_not_known_to_diverge(proposal: Proposal, observations: list[Observation]) -> None:
+    """No lr at or above one that diverged at this or a larger batch size (any seed)."""
+    diverged = [o.lr for o in observations if o.diverged and o.batch_size >= proposal.batch_size]
+    assert not diverged or proposal.lr * 1.01 <= min(diverged), (proposal, min(diverged))
 
 
 def saturating_optimum(batch: int) -> float:
@@ -232,3 +239,104 @@ def test_no_early_replicate_while_a_search_is_still_seeding_or_bracketing() -> N
     tried = [Observation(32, lr, 0, 1.0 + lr, reason="rule:x") for lr in (0.1, 0.2, 0.4)]
     bracketing = [*tried, Observation(32, 0.025, 0, None, reason="bracket")]
     assert sweep.next(bracketing) == WAIT  # the best (at the edge) is about to move
+
+
+def test_no_trial_at_or_above_an_lr_that_diverged_at_this_or_a_larger_batch() -> None:
+    # Rules anchored 8x too high: at B=16 every rule lies above the edge measured at B0 = 32.
+    sweep = plan(base_lr=8 * saturating_optimum(32), seeds=3)
+    edge = lambda b: 1.2 * saturating_optimum(b)  # noqa: E731
+    observations, proposals, finished = run_plan(sweep, saturating_optimum, 0.05, edge)
+    assert finished.why == "complete"  # (run_plan checks every proposal against the edge)
+    at_16 = [p for p in proposals if p.batch_size == 16]
+    assert not any(p.reason.startswith("rule:") for p in at_16)  # every rule seed skipped
+    for batch, state in sweep.states(observations).items():
+        assert 1 / 1.5 <= state.best_lr / saturating_optimum(batch) <= 1.5, batch
+        assert state.bracketed and not sweep.shortfalls(observations)
+    # a neighbour of the best that diverged with the first seed is never replicated
+    first = {(o.batch_size, o.lr) for o in observations if o.seed == 0 and o.diverged}
+    assert not [p for p in proposals if p.seed > 0 and (p.batch_size, p.lr) in first]
+
+
+def test_bracketing_up_stops_at_an_edge_measured_at_a_larger_batch() -> None:
+    sweep = plan(base_lr=0.1, batch_sizes=(32, 64), base_batch=64, tolerance=1.5)
+    done = [  # B0 = 64 is pinned at 0.1; 0.2 diverged there
+        *(Observation(64, lr, 0, v, reason="x") for lr, v in ((0.08, 1.1), (0.1, 1), (0.12, 1.1))),
+        Observation(64, 0.2, 0, math.inf, diverged=True, reason="bracket"),
+        *(Observation(32, lr, 0, v, reason="rule:x") for lr, v in ((0.05, 2), (0.0707, 1.7))),
+        Observation(32, 0.1, 0, 1.5, reason="rule:constant"),
+    ]
+    # the best at 32 is the highest lr tried there; the next step up (0.4) would diverge
+    step = sweep.next(done)
+    assert step == Proposal(32, pytest.approx(math.sqrt(0.1 * 0.2)), 0, "refine")
+    done.append(Observation(32, step.lr, 0, 1.2, reason="refine"))
+    state = sweep.states(done)[32]
+    assert state.phase == "done" and state.bracketed and state.best_lr == step.lr
+    assert state.edge == 0.2 and sweep.diverges(done, 32, 0.2)
+    assert not sweep.diverges(done, 128, 0.2)  # a larger batch size is not bounded by it
+    assert sweep.next(done) == Finished("complete") and sweep.shortfalls(done) == []
+
+
+def test_every_trial_diverging_ends_the_sweep() -> None:
+    # lr_min above the edge everywhere: every rule is clipped to lr_min and diverges.
+    sweep = plan(base_lr=0.1, lr_min=10.0, seeds=3)
+    observations, proposals, finished = run_plan(sweep, saturating_optimum, edge=lambda b: 1.0)
+    assert finished.why == "complete"
+    # one trial at B0 and at each larger batch size; B=16 is bounded by B0's, no replicates
+    assert sorted(p.batch_size for p in proposals) == [32, 64, 128, 256, 512]
+    shortfalls = sweep.shortfalls(observations)
+    assert [(s.batch_size, s.why) for s in shortfalls] == [(b, "diverged") for b in BATCHES]
+    # with the bounds wide, every batch size brackets down to lr_min and still terminates
+    wide = plan(base_lr=0.1, seeds=2)
+    observations, _, finished = run_plan(wide, saturating_optimum, edge=lambda b: 0.0)
+    assert finished.why == "complete"
+    assert {s.why for s in wide.shortfalls(observations)} == {"diverged"}
+
+
+def test_the_plan_terminates_with_several_workers_finishing_in_any_order() -> None:
+    edge = lambda b: 1.2 * saturating_optimum(b)  # noqa: E731
+    for trial in range(5):
+        rng = np.random.default_rng(trial)
+        sweep = plan(base_lr=float(rng.choice([0.01, 0.1, 1.0])), seeds=2)
+        observations: list[Observation] = []
+        for _ in range(1000):
+            decision = sweep.next(observations)
+            running = [i for i, o in enumerate(observations) if o.value is None]
+            if isinstance(decision, Finished):
+                break
+            if isinstance(decision, Proposal) and len(running) < 3:
+                assert_not_known_to_diverge(decision, observations)
+                where = (decision.batch_size, decision.lr, decision.seed)
+                observations.append(Observation(*where, None, reason=decision.reason))
+                continue
+            assert running, decision  # waiting needs a running trial
+            i = int(rng.choice(running))
+            o = observations[i]
+            value = math.log(o.lr / saturating_optimum(o.batch_size)) ** 2 + rng.normal(0, 0.05)
+            diverged = o.lr > edge(o.batch_size)
+            observations[i] = Observation(
+                o.batch_size, o.lr, o.seed, math.inf if diverged else value, diverged, o.reason
+            )
+        assert isinstance(decision, Finished), "the plan never finished"
+
+
+def test_shortfalls_name_each_batch_size_without_a_real_optimum() -> None:
+    at_bound = plan(base_lr=1e-3, lr_min=1e-3, batch_sizes=(32,))
+    observations, _, _ = run_plan(at_bound, lambda b: 1e-5)
+    assert at_bound.shortfalls(observations) == [Shortfall(32, "at_lr_min", pytest.approx(1e-3))]
+
+    # the trial budget spent early: B0 not bracketed yet, the other batch sizes never tried
+    short = plan(base_lr=0.01, max_trials=2)
+    observations, _, finished = run_plan(short, saturating_optimum)
+    assert finished.why == "budget"
+    found = {(s.batch_size, s.why) for s in short.shortfalls(observations)}
+    assert found == {(32, "above"), *((b, "untried") for b in BATCHES if b != 32)}
+
+    # a target budget whose target no run reaches: worst everywhere, yet no divergence
+    target = plan(base_lr=0.1, batch_sizes=(32,))
+    missed: list[Observation] = []
+    while isinstance(step := target.next(missed), Proposal):
+        where = (step.batch_size, step.lr, step.seed)
+        missed.append(Observation(*where, math.inf, reason=step.reason, reached_target=False))
+    assert step == Finished("complete")
+    assert target.shortfalls(missed) == [Shortfall(32, "missed_target")]
+    assert not any(target.diverges(missed, 32, o.lr) for o in missed)

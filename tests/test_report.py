@@ -13,11 +13,14 @@ from pathlib import Path
 
 import jsonschema
 import matplotlib.image
+import optuna
 import pytest
 from conftest import ROOT
 
 from lrbatch.config import ConfigError, load_config
+from lrbatch.plan import SweepPlan
 from lrbatch.report import build_report, publish, summary, write_report
+from lrbatch.sampler import LRBatchSampler, observations, stop_when_plan_finished
 from lrbatch.study_io import import_csv, load_points, open_study
 from lrbatch.sweep import run_sweep
 
@@ -242,3 +245,106 @@ def test_trials_csv_of_a_report_imports_back(smoke_study: tuple[str, Path], tmp_
     before = {o.batch_size: o.lr_opt for o in build_report(study).optima}
     after = {o.batch_size: o.lr_opt for o in build_report(open_study(again, "again")).optima}
     assert after == pytest.approx(before)
+
+
+def target_optimum(batch: int) -> float:
+    return 0.01 * batch / 16
+
+
+def _target_budget_study() -> optuna.Study:
+    """Trials as a target-budget sweep records them (see sweep._objective): the value is steps
+    to the target; too low an lr trains to its cap without reaching it (steps inf,
+    reached_target False, diverged False), too high an lr diverges. The optimum is linear in B."""
+    study = optuna.create_study(direction="minimize")
+    config = {"sweep": {"base_batch": 16, "base_lr": 0.013}, "budget": {"kind": "target"}}
+    study.set_user_attr("lrbatch.config", config)
+    distributions = {
+        "batch_size": optuna.distributions.IntDistribution(16, 256, log=True),
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
+        "seed": optuna.distributions.IntDistribution(0, 1),
+    }
+    for batch in (16, 64, 256):
+        for k in range(-4, 3):  # lr = optimum × 2^k
+            lr = target_optimum(batch) * 2.0**k
+            for seed in (0, 1):
+                steps = 1000 * (1 + 64 / batch) * (1 + (k * math.log(2)) ** 2) + 10 * seed
+                missed, diverged = k <= -3, k == 2
+                attrs = {
+                    "diverged": diverged,
+                    "reached_target": None if diverged else not missed,
+                    "steps": 5 if diverged else (50_000 if missed else round(steps)),
+                }
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params={"batch_size": batch, "lr": lr, "seed": seed},
+                        distributions=distributions,
+                        value=math.inf if missed or diverged else round(steps),
+                        user_attrs=attrs,
+                    )
+                )
+    return study
+
+
+def test_a_missed_target_is_not_a_divergence_in_the_report_or_the_plan() -> None:
+    study = _target_budget_study()
+    report = build_report(study)
+    assert report.metric == "steps to target" and report.critical is not None
+    assert [o.batch_size for o in report.optima] == [16, 64, 256]
+    for optimum in report.optima:
+        # the edge is where runs diverged (4× the optimum), not where they missed the target
+        assert optimum.stability_edge == pytest.approx(4 * target_optimum(optimum.batch_size))
+        assert optimum.diverged == 2
+    # linear from η0 = 0.013 lands at 1.3× each optimum, between lrs that reached the target
+    linear = [r for r in report.regrets if r.rule == "linear"]
+    assert len(linear) == 3 and all(math.isfinite(r.regret) for r in linear)
+    # the plan reads the same trials the same way: a missed target bounds nothing
+    seen = observations(study.trials)
+    assert all(not o.diverged for o in seen if o.reached_target is False)
+    plan = SweepPlan(batch_sizes=(16, 64, 256), base_batch=16, lr_min=1e-4, lr_max=1.0)
+    for batch in (16, 64, 256):
+        assert plan.stability_edge(seen, batch) == pytest.approx(4 * target_optimum(batch))
+
+
+def test_trials_csv_of_a_target_study_imports_back_without_false_divergences(
+    tmp_path: Path,
+) -> None:
+    study = _target_budget_study()
+    write_report(build_report(study), study, tmp_path / "r")
+    url = f"sqlite:///{tmp_path}/again.db"
+    assert import_csv(tmp_path / "r" / "trials.csv", url, "again") == len(study.trials)
+    points = load_points(open_study(url, "again").trials)
+    assert sum(p.diverged for p in points) == 6  # two seeds × three batch sizes
+    assert sum(p.reached_target is False for p in points) == 12
+    again = build_report(open_study(url, "again"))
+    assert [o.stability_edge for o in again.optima] == [
+        o.stability_edge for o in build_report(study).optima
+    ]
+
+
+def test_a_rule_skipped_above_an_edge_measured_at_a_larger_batch_counts_as_diverged() -> None:
+    # η0 = 4 at B0 = 32 is far above the stability edge (0.6 at every batch size): 4 and 1
+    # diverge at 32, which bounds every rule at B=16 (4, 2.8, 2), so none is trained there;
+    # nothing diverges at 16 itself (the search stays near its optimum, 0.032).
+    plan = SweepPlan(
+        batch_sizes=(16, 32, 64), base_batch=32, lr_min=1e-3, lr_max=10.0, base_lr=4.0, seeds=1
+    )
+    study = optuna.create_study(sampler=LRBatchSampler(plan, seed=0))
+    study.set_user_attr("lrbatch.config", {"sweep": {"base_batch": 32}})
+
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_int("batch_size", 16, 64, log=True)
+        lr = trial.suggest_float("lr", 1e-3, 10.0, log=True)
+        trial.suggest_int("seed", 0, 0)
+        trial.set_user_attr("diverged", lr > 0.6)
+        return math.inf if lr > 0.6 else math.log(lr / (0.002 * batch)) ** 2
+
+    study.optimize(objective, n_trials=100, callbacks=[stop_when_plan_finished])
+    at_16 = [t for t in study.trials if t.params["batch_size"] == 16]
+    assert at_16 and not any(t.user_attrs["diverged"] for t in at_16)
+    tried = [t.params["lr"] for t in at_16]
+    report = build_report(study)
+    at_16 = [r for r in report.regrets if r.batch_size == 16]
+    assert len(at_16) == 3
+    for regret in at_16:
+        assert not any(abs(lr / regret.predicted_lr - 1) < 0.01 for lr in tried)  # no trial
+        assert math.isinf(regret.regret)  # ...yet the report says it is above the edge

@@ -4,9 +4,11 @@ import math
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from lrbatch.plan import SweepPlan
-from lrbatch.sampler import LRBatchSampler, observations, stop_when_plan_finished
+from lrbatch.report import build_report
+from lrbatch.sampler import LRBatchSampler, next_step, observations, stop_when_plan_finished
 
 
 def optimum(batch: int) -> float:
@@ -92,3 +94,47 @@ def test_a_proposal_outside_the_objectives_range_is_a_clear_error() -> None:
         ValueError, match=r"lr=0\.5, outside the objective's range \[0\.001, 0\.1\]"
     ):
         trial.suggest_float("lr", 1e-3, 0.1, log=True)
+
+
+def test_every_trial_records_the_anchor_and_the_report_anchors_there() -> None:
+    # No configured η0: the plan searches B0 = 16 first, then anchors the rules at its best.
+    plan = SweepPlan(batch_sizes=(16, 64, 256), base_batch=16, lr_min=1e-4, lr_max=1.0, seeds=2)
+    study = make_study(plan)
+
+    def objective(trial: optuna.Trial) -> float:
+        batch = trial.suggest_int("batch_size", 16, 256, log=True)
+        lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+        trial.suggest_int("seed", 0, 1)
+        u = math.log(lr / optimum(batch))
+        return u**2 + (0.5 * u**3 if u > 0 else 0.0)  # steeper on the high side, as real ones
+
+    study.optimize(objective, n_trials=300, callbacks=[stop_when_plan_finished])
+    anchor = plan.anchor_lr(observations(study.trials))
+    assert anchor is not None
+    for trial in study.trials:
+        base_lr = trial.user_attrs["base_lr"]  # recorded by the sampler on every trial
+        assert base_lr is None or base_lr == anchor
+        assert trial.params["batch_size"] == 16 or base_lr == anchor  # others wait for η0
+        expected = {} if base_lr is None else plan.predictions(trial.params["batch_size"], anchor)
+        assert trial.user_attrs["predictions"] == expected
+    assert build_report(study).base_lr == anchor
+
+
+def test_a_killed_trial_known_to_diverge_by_now_is_not_retried() -> None:
+    plan = SweepPlan(batch_sizes=(32, 128), base_batch=32, lr_min=1e-3, lr_max=1.0, base_lr=0.1)
+    distributions = {
+        "batch_size": optuna.distributions.IntDistribution(32, 128, log=True),
+        "lr": optuna.distributions.FloatDistribution(1e-3, 1.0, log=True),
+        "seed": optuna.distributions.IntDistribution(0, 1),
+    }
+
+    def trial(batch: int, lr: float, **kwargs) -> optuna.trial.FrozenTrial:
+        params = {"batch_size": batch, "lr": lr, "seed": 0}
+        return optuna.trial.create_trial(params=params, distributions=distributions, **kwargs)
+
+    study = optuna.create_study()
+    study.add_trial(trial(32, 0.4, state=TrialState.FAIL, user_attrs={"reason": "bracket"}))
+    assert next_step(plan, study.trials).reason == "retry of #0: bracket"
+    study.add_trial(trial(128, 0.3, value=math.inf, user_attrs={"diverged": True}))
+    step = next_step(plan, study.trials)
+    assert not (step.batch_size == 32 and step.lr == pytest.approx(0.4)), step

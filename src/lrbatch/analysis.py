@@ -68,8 +68,10 @@ class RuleRegret:
             measured or linearly interpolated metric against the best measured one (so the
             best tried lr has regret exactly 0), a metric read off the local parabola against
             the parabola's vertex. Clipped at 0; inf when a trial diverged or missed its
-            target at the predicted lr, or it lies above the lowest lr that diverged; nan when
-            it lies outside the lrs tried.
+            target at the predicted lr, or it lies at or above the lowest lr that diverged at
+            this batch size or a larger one (the stability edge rises with the batch size:
+            the sweep trains no rule's prediction there); nan when it lies outside the lrs
+            tried.
         measured: True when trials within 1% of the predicted lr exist (their seed-mean,
             adjusted for seed offsets, is used); otherwise the metric is interpolated: from
             the local parabola inside its window, else linearly in ln η between the
@@ -84,8 +86,11 @@ class RuleRegret:
     measured: bool
 
 
-def _regret_at(lr: float, found: BatchAnalysis, optimum: BatchOptimum) -> tuple[float, bool]:
-    """(loss at ``lr`` minus the best loss of the same kind, measured); lower loss is better.
+def _regret_at(
+    lr: float, found: BatchAnalysis, optimum: BatchOptimum, edge: float
+) -> tuple[float, bool]:
+    """(loss at ``lr`` minus the best loss of the same kind, measured); lower loss is better;
+    inf at or above the stability edge ``edge``.
 
     A measured or linearly interpolated loss is compared with the best measured one, a loss
     read off the parabola with the parabola's vertex: never one estimate against another.
@@ -96,7 +101,7 @@ def _regret_at(lr: float, found: BatchAnalysis, optimum: BatchOptimum) -> tuple[
         return math.inf, True
     if level is not None:
         return found.scores[found.finite.index(level)] - best_measured, True
-    if optimum.stability_edge is not None and lr > optimum.stability_edge:
+    if lr * SAME_LR > edge:
         return math.inf, False
     lrs = [lv.lr for lv in found.finite]
     if not lrs[0] <= lr <= lrs[-1]:
@@ -140,8 +145,10 @@ def rule_regrets(
         found = analyse_batch([p for p in points if p.batch_size == optimum.batch_size], minimize)
         if found is None:
             continue
+        unstable = (p.lr for p in points if p.diverged and p.batch_size >= optimum.batch_size)
+        edge = min(unstable, default=math.inf)
         for rule, lr in predict(base_lr, base_batch, optimum.batch_size, rules, b_noise).items():
-            regret, measured = _regret_at(lr, found, optimum)
+            regret, measured = _regret_at(lr, found, optimum, edge)
             regrets.append(
                 RuleRegret(
                     rule=rule,

@@ -6,6 +6,10 @@ lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
 lrbatch report [--storage URL] [--study NAME] [--out DIR]   analyse a study
 lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
 lrbatch import FILE.csv --storage URL --study NAME          load a grid measured elsewhere
+
+Exit status: 0 done (for ``sweep`` and ``worker``: every batch size has an optimum, or the run
+paused at its --trial-limit), 1 a worker failed, 2 bad input, 3 the sweep ended without an
+optimum at some batch size (its last line says where and why), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ from lrbatch.config import ConfigError
 from lrbatch.rules import RULE_NAMES, power_law, predict
 
 if TYPE_CHECKING:
+    from lrbatch.plan import Shortfall, SweepPlan
     from lrbatch.sweep import SweepOutcome
 
-__all__ = ["main"]
+__all__ = ["NO_ANSWER", "main"]
+
+NO_ANSWER = 3  # exit status: the sweep ended without an optimum at some batch size
 
 
 def _quiet_libraries() -> None:
@@ -70,8 +77,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         return 130
     if outcome.observations:  # (--trial-limit 0 only creates the study, for workers to join)
         _print_report(cfg, console)
-    _print_end(outcome, console)
-    return 0
+    return _print_end(outcome, console)
 
 
 def _worker(args: argparse.Namespace, console: Console) -> int:
@@ -93,22 +99,67 @@ def _worker(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]Interrupted.[/] Running trials are marked failed and retried.")
         return 130
     console.print(f"Study {args.study!r} in {redact(url)}: ", end="")
-    _print_end(outcome, console)
-    return 0
+    return _print_end(outcome, console)
 
 
-def _print_end(outcome: SweepOutcome, console: Console) -> None:
-    ends = {
-        "complete": "Sweep complete: every optimum is pinned and replicated.",
-        "budget": f"Sweep stopped: its trial budget (sweep.max_trials={outcome.plan.max_trials}) "
-        "is spent; raise it and rerun to go on.",
-        "paused": f"Paused after {outcome.trials_run} trials (--trial-limit); rerun to go on.",
-    }
+def _print_end(outcome: SweepOutcome, console: Console) -> int:
+    """The sweep's last line, what it found; returns the exit status to match."""
+    budget = f"its trial budget (sweep.max_trials={outcome.plan.max_trials}) is spent"
+    missing = outcome.plan.shortfalls(outcome.observations)
+    if outcome.why == "paused":
+        found = f"Paused after {outcome.trials_run} trials (--trial-limit); rerun to go on."
+    elif missing:
+        found = _no_answer(outcome, missing)
+        if outcome.why == "budget":
+            found += f" Sweep stopped: {budget}."
+    elif outcome.why == "budget":
+        found = f"Sweep stopped: {budget}; raise it and rerun to pin every optimum."
+    else:
+        found = "Sweep complete: every optimum is pinned and replicated."
     workers = f" by {outcome.workers} workers" if outcome.workers > 1 else ""
     console.print(
-        f"{ends[outcome.why]} Trials this run: {outcome.trials_run}{workers}. "
-        f"Study {outcome.study_name!r} in {outcome.storage}."
+        f"{found} Trials this run: {outcome.trials_run}{workers}. "
+        f"Study {outcome.study_name!r} in {outcome.storage}.",
+        highlight=False,
+        markup=False,
     )
+    return NO_ANSWER if missing and outcome.why != "paused" else 0
+
+
+def _no_answer(outcome: SweepOutcome, missing: list[Shortfall]) -> str:
+    """What the sweep found where some batch size has no optimum."""
+    plan = outcome.plan
+    finished = [o for o in outcome.observations if o.value is not None]
+    if finished and all(o.diverged for o in finished):
+        return (
+            f"No trial finished: all {len(finished)} diverged, from lr "
+            f"{min(o.lr for o in finished):.4g} up; lower sweep.lr_min (now {plan.lr_min:g})."
+        )
+    if not any(o.reached_target for o in finished) and any(
+        o.reached_target is False for o in finished
+    ):
+        best = f" (best: {outcome.short_of_target})" if outcome.short_of_target else ""
+        return f"No trial reached the target{best}: lower budget.target or raise budget.max_epochs."
+    return (
+        "Not every batch size has an optimum: "
+        + "; ".join(_shortfall(s, plan) for s in missing)
+        + "."
+    )
+
+
+def _shortfall(shortfall: Shortfall, plan: SweepPlan) -> str:
+    """Why one batch size has no optimum, and the setting that would give it one."""
+    at = f"B={shortfall.batch_size}"
+    best = "" if shortfall.best_lr is None else f"{shortfall.best_lr:.3g}"
+    return {
+        "untried": f"{at}: no trial finished",
+        "diverged": f"{at}: diverges down to sweep.lr_min={plan.lr_min:g} (lower it)",
+        "missed_target": f"{at}: no lr reached the target with every seed",
+        "at_lr_min": f"{at} never bracketed (best at sweep.lr_min={plan.lr_min:g}: lower it)",
+        "at_lr_max": f"{at} never bracketed (best at sweep.lr_max={plan.lr_max:g}: raise it)",
+        "below": f"{at} never bracketed (best at the lowest lr tried, {best})",
+        "above": f"{at} never bracketed (best at the highest lr tried, {best})",
+    }[shortfall.why]
 
 
 def _print_report(cfg: DictConfig, console: Console) -> None:

@@ -25,6 +25,13 @@ replicates the plan would most likely ask for next.
 
 Without a configured η0, B0 is searched first on a broad log-spaced grid and η0 is its pinned
 optimum; the other batch sizes wait for it.
+
+No trial is wasted on a learning rate known to diverge: the stability edge rises with the batch
+size, so once a learning rate diverged at some batch size (any seed), it and every higher one are
+never proposed there or at any smaller batch size (:meth:`SweepPlan.stability_edge`). Such a
+rule seed simply has no trial: the report reads the same edge from the diverged trial. The edge
+bounds the search from above like a diverged trial at the batch size itself: a best learning rate
+just below it is bracketed, and the gap up to it is refined.
 """
 
 from __future__ import annotations
@@ -38,7 +45,16 @@ from typing import Any
 from lrbatch.laws import fit_law
 from lrbatch.rules import predict
 
-__all__ = ["WAIT", "BatchState", "Finished", "Observation", "Proposal", "SweepPlan", "Wait"]
+__all__ = [
+    "WAIT",
+    "BatchState",
+    "Finished",
+    "Observation",
+    "Proposal",
+    "Shortfall",
+    "SweepPlan",
+    "Wait",
+]
 
 _SAME = 1.01  # two learning rates within 1% are the same point
 
@@ -53,6 +69,7 @@ class Observation:
     value: float | None
     diverged: bool = False
     reason: str | None = None  # why it was proposed, where the study recorded it
+    reached_target: bool | None = None  # target budget: False for a run that missed it
 
 
 @dataclass(frozen=True)
@@ -90,9 +107,11 @@ class BatchState:
             or ``done``.
         best_lr: best learning rate so far (seed-pooled once replicated), or None.
         best_value: its metric.
-        bracketed: False when the best learning rate sits at ``lr_min`` or ``lr_max``.
+        bracketed: False when the best learning rate sits at ``lr_min`` or ``lr_max``, or no
+            learning rate within the bounds lies below the stability edge.
         trials: finished and running trials at this batch size.
         proposal: what this batch size needs next, if anything can be proposed now.
+        edge: the stability edge here (:meth:`SweepPlan.stability_edge`; inf when none).
     """
 
     batch_size: int
@@ -102,10 +121,36 @@ class BatchState:
     bracketed: bool = True
     trials: int = 0
     proposal: Proposal | None = field(default=None, compare=False)
+    edge: float = math.inf
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a batch size has no optimum to report (see :meth:`SweepPlan.shortfalls`).
+
+    Attributes:
+        batch_size: effective batch size.
+        why: ``untried`` (no trial finished here), ``diverged`` (every trial diverged, or every
+            learning rate within the bounds lies above the stability edge), ``missed_target``
+            (no learning rate reached the target with every seed without diverging),
+            ``at_lr_min`` or ``at_lr_max`` (the best learning rate is that bound: the optimum
+            may lie beyond it), ``below`` or ``above`` (the best is the lowest, or the
+            highest, tried, within the bounds: the search stopped before bracketing it).
+        best_lr: the best learning rate tried, where there is one.
+    """
+
+    batch_size: int
+    why: str
+    best_lr: float | None = None
 
 
 def _same(a: float, b: float) -> bool:
     return max(a, b) / min(a, b) < _SAME
+
+
+def _below(lr: float, edge: float) -> bool:
+    """Whether ``lr`` lies below the stability edge ``edge`` (and is not the same point)."""
+    return lr * _SAME <= edge
 
 
 @dataclass(frozen=True)
@@ -174,7 +219,8 @@ class SweepPlan:
         base_lr = self.anchor_lr(observations)
         searched: dict[int, float] = {}  # first-seed optima of batch sizes searched, bracketed
         for batch in self.order():
-            states[batch] = self._state(batch, by_batch[batch], base_lr, searched)
+            edge = self.stability_edge(observations, batch)
+            states[batch] = self._state(batch, by_batch[batch], base_lr, searched, edge)
             if states[batch].phase in ("replicate", "done"):
                 lr, _, bracketed = self._search_best([o for o in by_batch[batch] if o.seed == 0])
                 if lr is not None and bracketed:
@@ -187,10 +233,49 @@ class SweepPlan:
         if self.base_lr is not None:
             return self.base_lr
         at_base = [o for o in observations if o.batch_size == self.base_batch and o.seed == 0]
-        _, searching = self._search(
-            self.base_batch, at_base, self._candidates(self.base_batch, None)
-        )
+        edge = self.stability_edge(observations, self.base_batch)
+        candidates = self._candidates(self.base_batch, None)
+        _, searching = self._search(self.base_batch, at_base, candidates, edge)
         return None if searching else self._search_best(at_base)[0]
+
+    def stability_edge(self, observations: Sequence[Observation], batch: int) -> float:
+        """The lowest learning rate that diverged at ``batch`` or at any larger batch size (any
+        seed), or inf. The edge rises with the batch size, so a learning rate at or above it
+        would diverge at ``batch`` too: it is never proposed there."""
+        diverged = (o.lr for o in observations if o.diverged and o.batch_size >= batch)
+        return min(diverged, default=math.inf)
+
+    def diverges(self, observations: Sequence[Observation], batch: int, lr: float) -> bool:
+        """Whether ``lr`` at ``batch`` lies at or above the stability edge (never proposed)."""
+        return not _below(lr, self.stability_edge(observations, batch))
+
+    def shortfalls(self, observations: Sequence[Observation]) -> list[Shortfall]:
+        """The batch sizes without a real optimum, in increasing batch size.
+
+        A real optimum is a best learning rate whose trials (every seed tried there) finished
+        without diverging and, in a target budget, reached the target; and that is bracketed:
+        some learning rate was tried below it, and one above it, or the stability edge lies
+        above it. A sweep is complete when its plan is finished and this list is empty.
+        """
+        states = self.states(observations)
+        found = []
+        for batch, state in sorted(states.items()):
+            here = [o for o in observations if o.batch_size == batch and o.value is not None]
+            if state.best_lr is None or state.best_value is None:
+                stuck = not _below(self.lr_min, state.edge)  # nothing within the bounds trains
+                found.append(Shortfall(batch, "diverged" if stuck else "untried"))
+            elif not math.isfinite(state.best_value):
+                missed = any(o.reached_target is False for o in here)
+                found.append(Shortfall(batch, "missed_target" if missed else "diverged"))
+            else:
+                lrs = list(self._scores(here))
+                if _same(state.best_lr, lrs[0]):
+                    bound = state.best_lr <= self.lr_min * _SAME
+                    found.append(Shortfall(batch, "at_lr_min" if bound else "below", state.best_lr))
+                elif _same(state.best_lr, lrs[-1]) and math.isinf(state.edge):
+                    bound = state.best_lr >= self.lr_max / _SAME
+                    found.append(Shortfall(batch, "at_lr_max" if bound else "above", state.best_lr))
+        return found
 
     def order(self) -> list[int]:
         """Batch sizes in working order: B0 first, then outward in log distance."""
@@ -215,6 +300,8 @@ class SweepPlan:
         for batch, state in states.items():
             if state.phase != "search" or state.best_lr is None or not state.bracketed:
                 continue
+            if not _below(state.best_lr, state.edge):
+                continue
             at_batch = [o for o in observations if o.batch_size == batch]
             running = [o for o in at_batch if o.seed == 0 and o.value is None]
             if not running or any(o.reason != "refine" for o in running):
@@ -230,29 +317,33 @@ class SweepPlan:
         observations: list[Observation],
         base_lr: float | None,
         searched: dict[int, float],
+        edge: float,
     ) -> BatchState:
         first_seed = [o for o in observations if o.seed == 0]
+        trials = len(observations)
         if base_lr is None and batch != self.base_batch:
-            return BatchState(batch, "waiting", trials=len(observations))
+            return BatchState(batch, "waiting", trials=trials, edge=edge)
         candidates = self._candidates(batch, base_lr)
-        proposal, searching = self._search(batch, first_seed, candidates)
+        proposal, searching = self._search(batch, first_seed, candidates, edge)
         if searching and not any(o.reason in ("bracket", "refine") for o in first_seed):
             # still seeding: add what laws fitted to other batch sizes predict here
             candidates += self._law_candidates(batch, searched)
-            proposal, searching = self._search(batch, first_seed, candidates)
+            proposal, searching = self._search(batch, first_seed, candidates, edge)
         best_lr, best_value, bracketed = self._search_best(first_seed)
         if searching:
             return BatchState(
-                batch, "search", best_lr, best_value, bracketed, len(observations), proposal
+                batch, "search", best_lr, best_value, bracketed, trials, proposal, edge
             )
-        proposal, pooled = self._replicate(batch, observations)
+        if best_lr is None:  # every lr within the bounds lies above the stability edge
+            return BatchState(batch, "done", bracketed=False, trials=trials, edge=edge)
+        proposal, pooled = self._replicate(batch, observations, edge)
         if pooled is None:
             return BatchState(
-                batch, "replicate", best_lr, best_value, bracketed, len(observations), proposal
+                batch, "replicate", best_lr, best_value, bracketed, trials, proposal, edge
             )
         best_lr, best_value, bracketed = pooled
         phase = "replicate" if proposal is not None else "done"
-        return BatchState(batch, phase, best_lr, best_value, bracketed, len(observations), proposal)
+        return BatchState(batch, phase, best_lr, best_value, bracketed, trials, proposal, edge)
 
     def _clip(self, lr: float) -> float:
         return min(max(lr, self.lr_min), self.lr_max)
@@ -319,45 +410,60 @@ class SweepPlan:
         best = _best(scores)
         return best, self._value(scores[best]), self._bracketed(best, list(scores))
 
-    def _step(self, batch: int, seed: int, scores: dict[float, float]) -> Proposal | None:
+    def _step(
+        self, batch: int, seed: int, scores: dict[float, float], edge: float
+    ) -> Proposal | None:
         """Bracket (best at an edge) or refine (a gap next to the best wider than the
-        tolerance) around the best of ``scores``; None when the optimum is pinned."""
+        tolerance) around the best of ``scores``, the stability edge counting as a diverged
+        lr; None when the optimum is pinned, or the step would lie above the edge."""
+        if math.isfinite(edge) and not any(_same(edge, lr) for lr in scores):
+            scores = dict(sorted({**scores, edge: math.inf}.items()))
         lrs = list(scores)
         i = lrs.index(_best(scores))
+        step = None
         if i == 0 and lrs[0] > self.lr_min * _SAME:
-            return Proposal(batch, self._clip(lrs[0] / self.bracket_factor), seed, "bracket")
-        if i == len(lrs) - 1 and lrs[-1] < self.lr_max / _SAME:
-            return Proposal(batch, self._clip(lrs[-1] * self.bracket_factor), seed, "bracket")
-        gap_low = lrs[i] / lrs[i - 1] if i > 0 else 0.0
-        gap_high = lrs[i + 1] / lrs[i] if i < len(lrs) - 1 else 0.0
-        if max(gap_low, gap_high) > self.tolerance:
-            neighbour = lrs[i - 1] if gap_low >= gap_high else lrs[i + 1]
-            return Proposal(batch, math.sqrt(lrs[i] * neighbour), seed, "refine")
-        return None
+            step = Proposal(batch, self._clip(lrs[0] / self.bracket_factor), seed, "bracket")
+        elif i == len(lrs) - 1 and lrs[-1] < self.lr_max / _SAME:
+            step = Proposal(batch, self._clip(lrs[-1] * self.bracket_factor), seed, "bracket")
+        else:
+            gap_low = lrs[i] / lrs[i - 1] if i > 0 else 0.0
+            gap_high = lrs[i + 1] / lrs[i] if i < len(lrs) - 1 else 0.0
+            if max(gap_low, gap_high) > self.tolerance:
+                neighbour = lrs[i - 1] if gap_low >= gap_high else lrs[i + 1]
+                step = Proposal(batch, math.sqrt(lrs[i] * neighbour), seed, "refine")
+        return step if step is not None and _below(step.lr, edge) else None
 
     def _search(
-        self, batch: int, first_seed: list[Observation], candidates: list[tuple[float, str, float]]
+        self,
+        batch: int,
+        first_seed: list[Observation],
+        candidates: list[tuple[float, str, float]],
+        edge: float,
     ) -> tuple[Proposal | None, bool]:
-        """The next search point at ``batch``, and whether the search still goes on."""
+        """The next search point at ``batch``, and whether the search still goes on.
+        Candidates at or above the stability edge are skipped."""
         tried = [o.lr for o in first_seed]
         for lr, reason, near in candidates:
-            if not any(max(lr, t) / min(lr, t) < near for t in tried):
+            if _below(lr, edge) and not any(max(lr, t) / min(lr, t) < near for t in tried):
                 return Proposal(batch, lr, 0, reason), True
         if any(o.value is None for o in first_seed):
             return None, True  # the next step depends on a running trial
-        proposal = self._step(batch, 0, self._scores(first_seed))
+        proposal = self._step(batch, 0, self._scores(first_seed), edge)
         return proposal, proposal is not None
 
     def _replicate(
-        self, batch: int, observations: list[Observation]
+        self, batch: int, observations: list[Observation], edge: float
     ) -> tuple[Proposal | None, tuple[float, float, bool] | None]:
         """The next replicate (or pooled refinement) at ``batch``, and once every seed has run
-        at the best point and its neighbours, the seed-pooled (best lr, value, bracketed)."""
+        at the best point and its neighbours, the seed-pooled (best lr, value, bracketed).
+        A point at or above the stability edge (a neighbour that diverged) is not replicated."""
         lrs = list(self._scores([o for o in observations if o.seed == 0]))
         best = lrs.index(_best(self._scores([o for o in observations if o.seed == 0])))
         targets = {k for k in (best - 1, best, best + 1) if 0 <= k < len(lrs)}
         while True:
             for k in sorted(targets, key=lambda k: abs(k - best)):
+                if not _below(lrs[k], edge):
+                    continue
                 for seed in range(1, self.seeds):
                     if not any(o.seed == seed and _same(o.lr, lrs[k]) for o in observations):
                         return Proposal(batch, lrs[k], seed, "replicate"), None
@@ -372,7 +478,7 @@ class SweepPlan:
                 targets |= missing
                 continue
             # The pooled best and both its neighbours have every seed: is it still pinned?
-            step = self._step(batch, 0, pooled)
+            step = self._step(batch, 0, pooled, edge)
             return step, (top, self._value(pooled[top]), self._bracketed(top, lrs))
 
 

@@ -20,7 +20,13 @@ same point: trial numbers order them (the storage numbers trials under a lock), 
 waits until every lower-numbered running trial has recorded its point, and records its own
 before returning. A trial that failed without an error of its own (its worker was killed,
 interrupted, or went silent past the heartbeat grace period) is retried first, with the same
-parameters. Other parameters the objective suggests are sampled by the ``fallback`` sampler.
+parameters, unless it has since become known to diverge (:meth:`SweepPlan.diverges`). Other
+parameters the objective suggests are sampled by the ``fallback`` sampler.
+
+Each trial the sampler proposes carries user attributes ``base_lr``, the η0 the plan anchored
+its rules at when it proposed the trial (None while the base point is still searched), and
+``predictions``, each rule's learning rate at the trial's batch size from there: the report
+anchors the rules where the sweep did, whatever ran the study.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbatch.plan import Finished, Observation, Proposal, SweepPlan, Wait
+from lrbatch.study_io import outcome
 
 __all__ = [
     "PARAMS",
@@ -71,11 +78,8 @@ def point(trial: FrozenTrial) -> Proposal | None:
 
 
 def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> list[Observation]:
-    """The plan's view of finished and running trials that have a :func:`point`.
-
-    A trial counts as diverged when its ``diverged`` user attribute is set or its value is not
-    finite.
-    """
+    """The plan's view of finished and running trials that have a :func:`point`; how a
+    finished one ended is read by :func:`lrbatch.study_io.outcome`, as the analysis reads it."""
     seen = []
     for trial in trials:
         if trial.number == exclude or trial.state not in _ACTIVE:
@@ -83,31 +87,35 @@ def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> l
         where = point(trial)
         if where is None:
             continue
-        value = trial.value if trial.state == TrialState.COMPLETE else None
-        # lrbatch records divergence; for other trials a non-finite value means it
-        diverged = trial.user_attrs.get("diverged", value is not None and not math.isfinite(value))
+        ended = outcome(trial) if trial.state == TrialState.COMPLETE else None
         seen.append(
             Observation(
                 batch_size=where.batch_size,
                 lr=where.lr,
                 seed=where.seed,
-                value=value,
-                diverged=bool(diverged),
+                value=None if ended is None else ended.value,
+                diverged=ended is not None and ended.diverged,
                 reason=_planned(where.reason) or None,
+                reached_target=None if ended is None else ended.reached_target,
             )
         )
     return seen
 
 
-def _retry(trials: Sequence[FrozenTrial], exclude: int | None) -> Proposal | None:
+def _retry(
+    plan: SweepPlan, trials: Sequence[FrozenTrial], seen: list[Observation], exclude: int | None
+) -> Proposal | None:
     """The point of the first trial that failed without an error of its own (killed,
-    interrupted, stale) and that no running or finished trial covers since."""
+    interrupted, stale), that no running or finished trial covers since, and that is not
+    known to diverge by now."""
     taken = [p for t in trials if t.state in _ACTIVE and t.number != exclude and (p := point(t))]
     for trial in trials:
         if trial.state != TrialState.FAIL or "error" in trial.user_attrs:
             continue
         failed = point(trial)
         if failed is None or failed.reason.startswith("explore"):
+            continue
+        if plan.diverges(seen, failed.batch_size, failed.lr):
             continue
         if not any(_same_point(failed, p) for p in taken):
             reason = f"retry of #{trial.number}: {_planned(failed.reason)}"
@@ -136,10 +144,11 @@ def next_step(
         trials: every trial of the study.
         exclude: the number of the trial asking (it is not one of the trials to consider).
     """
-    decision = plan.next(observations(trials, exclude))
+    seen = observations(trials, exclude)
+    decision = plan.next(seen)
     if isinstance(decision, Finished):
         return decision
-    return _retry(trials, exclude) or decision
+    return _retry(plan, trials, seen, exclude) or decision
 
 
 class LRBatchSampler(BaseSampler):
@@ -189,12 +198,20 @@ class LRBatchSampler(BaseSampler):
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
         proposal = self._proposals.get(trial.number)
         if proposal is None:
-            proposal = self._propose(self._after_earlier_trials(study, trial.number), trial.number)
+            trials = self._after_earlier_trials(study, trial.number)
+            proposal = self._propose(trials, trial.number)
             self._proposals[trial.number] = proposal
             # Record the whole point at once: later trials' samplers wait for it.
-            study._storage.set_trial_system_attr(
+            storage = study._storage
+            storage.set_trial_system_attr(
                 trial._trial_id, PROPOSAL_ATTR, dataclasses.asdict(proposal)
             )
+            base_lr = self.plan.anchor_lr(observations(trials, exclude=trial.number))
+            predictions = (
+                {} if base_lr is None else self.plan.predictions(proposal.batch_size, base_lr)
+            )
+            storage.set_trial_user_attr(trial._trial_id, "base_lr", base_lr)
+            storage.set_trial_user_attr(trial._trial_id, "predictions", predictions)
         value: float = {
             "batch_size": proposal.batch_size,
             "lr": proposal.lr,
@@ -235,6 +252,7 @@ class LRBatchSampler(BaseSampler):
         state = min(states.values(), key=lambda s: (s.phase == "done", s.trials))
         center = state.best_lr or math.sqrt(self.plan.lr_min * self.plan.lr_max)
         lr = center * self.plan.tolerance ** self._rng.uniform(-2.0, 2.0)
+        lr = min(lr, state.edge / self.plan.tolerance)  # (below the stability edge)
         lr = min(max(lr, self.plan.lr_min), self.plan.lr_max)
         return Proposal(state.batch_size, lr, 0, "explore")
 

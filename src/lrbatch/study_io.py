@@ -1,4 +1,8 @@
-"""Reading a study's trials for analysis, importing grids measured elsewhere, finding studies.
+"""Reading a study's trials, importing grids measured elsewhere, finding studies.
+
+How a finished trial ended is read in one place, :func:`outcome`, for the sweep plan and the
+analysis alike: a run that missed its target (target budget) is the worst at its learning rate
+but not a divergence, for both.
 
 A grid measured with another tool (or published in a paper) becomes an Optuna study with the
 same parameters and attributes as a sweep's, so the same report runs on it.
@@ -9,8 +13,9 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -20,28 +25,66 @@ from lrbatch.analysis import TrialPoint
 from lrbatch.config import ConfigError
 from lrbatch.storage import open_storage, redact
 
-__all__ = ["find_last_study", "import_csv", "load_points", "open_study"]
+__all__ = ["Outcome", "find_last_study", "import_csv", "load_points", "open_study", "outcome"]
 
 _REQUIRED = ("batch_size", "lr", "metric")
-_OPTIONAL = ("seed", "steps", "diverged")
+_OPTIONAL = ("seed", "steps", "diverged", "reached_target")
 _TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a finished trial ended.
+
+    Attributes:
+        value: the trial's value (nan if it has none): the metric, or steps to target, inf
+            for a run that missed its target.
+        diverged: the run diverged: its ``diverged`` user attribute, which lrbatch records on
+            every trial it trains or imports; for a trial made otherwise, a value that is not
+            finite (unless ``reached_target`` is False).
+        reached_target: the ``reached_target`` user attribute (target budget), else None.
+            False is a run that trained to its cap without reaching the target: the worst at
+            its learning rate, not a divergence (it says nothing of the stability edge).
+    """
+
+    value: float
+    diverged: bool
+    reached_target: bool | None
+
+
+def outcome(trial: FrozenTrial) -> Outcome:
+    """How a finished trial ended, as the sweep plan and the analysis both read it."""
+    value = math.nan if trial.value is None else float(trial.value)
+    attrs = trial.user_attrs
+    reached = None if attrs.get("reached_target") is None else bool(attrs["reached_target"])
+    recorded = None if "diverged" not in attrs else bool(attrs["diverged"])
+    return Outcome(value, _diverged(recorded, value, reached), reached)
+
+
+def _diverged(recorded: bool | None, value: float, reached: bool | None) -> bool:
+    """The recorded divergence where there is one; else a value that is not finite, unless
+    the run only missed its target."""
+    if recorded is not None:
+        return recorded
+    return not math.isfinite(value) and reached is not False
 
 
 def trial_point(trial: FrozenTrial) -> TrialPoint | None:
     """The analysis' view of a finished trial, or None for one without batch size and lr."""
     if trial.state != TrialState.COMPLETE or not {"batch_size", "lr"} <= set(trial.params):
         return None
-    value = float(trial.value if trial.value is not None else math.nan)
+    ended = outcome(trial)
     attrs = trial.user_attrs
     return TrialPoint(
         batch_size=int(trial.params["batch_size"]),
         lr=float(trial.params["lr"]),
         seed=int(trial.params.get("seed", attrs.get("seed", 0))),
-        value=value,
-        diverged=bool(attrs.get("diverged")) or not math.isfinite(value),
+        value=ended.value,
+        diverged=ended.diverged,
         steps=attrs.get("steps"),
         samples=attrs.get("samples"),
-        reached_target=attrs.get("reached_target"),
+        reached_target=ended.reached_target,
     )
 
 
@@ -85,9 +128,17 @@ def find_last_study(runs_dir: Path = Path("runs")) -> str:
     return f"sqlite:///{candidates[-1]}"
 
 
-def _parse_row(
-    row: dict[str, str], line: int, path: Path
-) -> tuple[int, float, float, int, int | None, bool]:
+class _Row(NamedTuple):
+    batch: int
+    lr: float
+    metric: float
+    seed: int
+    steps: int | None
+    diverged: bool
+    reached_target: bool | None
+
+
+def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
     def bad(column: str, accepted: str) -> ConfigError:
         return ConfigError(
             f"{path}:{line}: {column}={row.get(column)!r} is not accepted; {accepted}"
@@ -105,7 +156,10 @@ def _parse_row(
             raise ValueError
     except ValueError:
         raise bad("lr", "a positive number is needed") from None
-    diverged = (row.get("diverged") or "").strip().lower() in _TRUE
+    recorded = True if (row.get("diverged") or "").strip().lower() in _TRUE else None
+    reached = (row.get("reached_target") or "").strip().lower()
+    if reached and reached not in _TRUE | _FALSE:
+        raise bad("reached_target", "true, false or empty (no target) is needed")
     try:
         metric = float(row["metric"]) if (row["metric"] or "").strip() else math.nan
     except ValueError:
@@ -115,7 +169,9 @@ def _parse_row(
         steps = int(row["steps"]) if (row.get("steps") or "").strip() else None
     except ValueError:
         raise bad("seed/steps", "integers are needed") from None
-    return batch, lr, metric, seed, steps, diverged or not math.isfinite(metric)
+    reached_target = None if not reached else reached in _TRUE
+    diverged = _diverged(recorded, metric, reached_target)
+    return _Row(batch, lr, metric, seed, steps, diverged, reached_target)
 
 
 def import_csv(
@@ -124,9 +180,11 @@ def import_csv(
     study_name: str,
     direction: Literal["minimize", "maximize"] = "minimize",
 ) -> int:
-    """Load a CSV grid (columns ``batch_size, lr, metric``; optional ``seed, steps, diverged``)
-    into a new study; returns the number of trials added. ``lrbatch report``'s ``trials.csv``
-    is accepted as it is (``value`` for ``metric``; only COMPLETE rows).
+    """Load a CSV grid (columns ``batch_size, lr, metric``; optional ``seed, steps, diverged,
+    reached_target``) into a new study; returns the number of trials added. A row with an
+    empty or infinite metric diverged, unless ``reached_target`` is false (a target budget's
+    run that never reached it: worst at its lr, not a divergence). ``lrbatch report``'s
+    ``trials.csv`` is accepted as it is (``value`` for ``metric``; only COMPLETE rows).
 
     Every row is checked before anything is written: a bad row adds nothing.
 
@@ -153,9 +211,9 @@ def import_csv(
     if not rows:
         raise ConfigError(f"{path} has no rows")
     worst = math.inf if direction == "minimize" else -math.inf
-    batches = [r[0] for r in rows]
-    lrs = [r[1] for r in rows]
-    seeds = [r[3] for r in rows]
+    batches = [r.batch for r in rows]
+    lrs = [r.lr for r in rows]
+    seeds = [r.seed for r in rows]
     distributions = {
         "batch_size": IntDistribution(min(batches), max(batches), log=True),
         "lr": FloatDistribution(min(lrs), max(lrs), log=True),
@@ -169,15 +227,17 @@ def import_csv(
         )
     study = optuna.create_study(storage=storage, study_name=study_name, direction=direction)
     trials = []
-    for batch, lr, metric, seed, steps, diverged in rows:
+    for batch, lr, metric, seed, steps, diverged, reached in rows:
         attrs = {"effective_batch": batch, "seed": seed, "diverged": diverged, "reason": "imported"}
         if steps is not None:
             attrs |= {"steps": steps, "samples": steps * batch}
+        if reached is not None:
+            attrs["reached_target"] = reached
         trials.append(
             optuna.trial.create_trial(
                 params={"batch_size": batch, "lr": lr, "seed": seed},
                 distributions=distributions,
-                value=worst if diverged else metric,
+                value=worst if diverged or reached is False else metric,
                 user_attrs=attrs,
             )
         )

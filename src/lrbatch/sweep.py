@@ -25,7 +25,7 @@ import optuna
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import Trial
+from optuna.trial import FrozenTrial, Trial
 from rich.console import Console
 
 from lrbatch import __version__
@@ -75,10 +75,14 @@ class SweepOutcome:
     """How a sweep run ended.
 
     Attributes:
-        why: ``complete`` (every optimum pinned and replicated), ``budget`` (sweep.max_trials
-            spent) or ``paused`` (this run's own trial limit reached).
+        why: ``complete`` (the plan is finished: every optimum pinned and replicated as far as
+            the trials allow; :meth:`SweepPlan.shortfalls` says where there is none),
+            ``budget`` (sweep.max_trials spent) or ``paused`` (this run's own trial limit
+            reached).
         trials_run: trials this run trained.
         observations: all finished trials of the study at the end.
+        short_of_target: target budget where no run reached the target: the best
+            ``study.metric`` a run that did not diverge ended at, where, and the target.
     """
 
     study_name: str
@@ -88,6 +92,7 @@ class SweepOutcome:
     plan: SweepPlan
     observations: list[Observation]
     workers: int = 1
+    short_of_target: str | None = None
 
 
 def storage_url(cfg: DictConfig) -> str:
@@ -144,9 +149,6 @@ class Worker:
     trained: int = 0  # trials this worker trained (not counting skipped ones)
     identity: dict[str, Any] = field(default_factory=dict)  # recorded on each trial: "worker"
     interrupts: Interrupts = field(default_factory=Interrupts)  # Ctrl-C: when it may land
-
-    def observations(self) -> list[Observation]:
-        return observations(self.study.get_trials(deepcopy=False))
 
 
 def _cause(error: BaseException) -> str:
@@ -266,14 +268,10 @@ def _objective(worker: Worker) -> Callable[[Trial], float]:
         if proposal.reason == "explore":  # another worker took the planned point meanwhile
             trial.set_user_attr("reason", "explore (skipped: the plan had nothing to propose)")
             raise optuna.TrialPruned()
-        anchor = plan.anchor_lr(worker.observations())
+        # (the sampler recorded base_lr, η0 the rules were anchored at, and their predictions)
         trial.set_user_attr("reason", proposal.reason)
         trial.set_user_attr("effective_batch", batch)
         trial.set_user_attr("seed", seed)
-        trial.set_user_attr("base_lr", anchor)  # η0 the rules were anchored at, at B0
-        trial.set_user_attr(
-            "predictions", {} if anchor is None else plan.predictions(batch, anchor)
-        )
         trial.set_user_attr("lrbatch_version", __version__)
         try:
             with worker.interrupts.allowed():
@@ -369,8 +367,37 @@ def _run(cfg: DictConfig, console: Console, trial_limit: int | None, record: boo
             why, trained = work(worker, progress, trial_limit), worker.trained
         else:
             why, trained = WorkerPool(cfg, url, slots).run(worker, progress, trial_limit)
+    trials = worker.study.get_trials(deepcopy=False)
     return SweepOutcome(
-        cfg.study.name, redact(url), why, trained, worker.plan, worker.observations(), len(slots)
+        cfg.study.name,
+        redact(url),
+        why,
+        trained,
+        worker.plan,
+        observations(trials),
+        len(slots),
+        _short_of_target(cfg, trials),
+    )
+
+
+def _short_of_target(cfg: DictConfig, trials: list[FrozenTrial]) -> str | None:
+    """With the target budget and no run that reached it: the best ``study.metric`` a run
+    that did not diverge ended at, where, and the target."""
+    if cfg.budget.kind != "target" or any(t.user_attrs.get("reached_target") for t in trials):
+        return None
+    metric = str(cfg.study.metric)
+    ended = [
+        (t.user_attrs["metrics"][metric], t)
+        for t in trials
+        if t.user_attrs.get("reached_target") is False and metric in t.user_attrs["metrics"]
+    ]
+    if not ended:
+        return None
+    best = max if cfg.study.direction == "maximize" else min
+    value, trial = best(ended, key=lambda e: e[0])
+    return (
+        f"{metric} {value:.4g} at B={trial.params['batch_size']}, lr {trial.params['lr']:.3g}; "
+        f"target {cfg.budget.target:g}"
     )
 
 
