@@ -138,7 +138,7 @@ def build_report(study: optuna.Study) -> Report:
         points=points,
         optima=optima,
         fits=fits,
-        verdict=verdict(fits, optima) if optima else None,
+        verdict=verdict(fits, optima, base_batch, base_lr) if optima else None,
         regrets=regrets,
         critical=critical_batch(points) if target else None,
     )
