@@ -91,7 +91,7 @@ class Report:
 
     def figures(self) -> list[FigureSpec]:
         specs = [
-            curves_figure(self.points, self.metric, self.minimize),
+            curves_figure(self.points, self.metric, self.minimize, self.optima, self.rule_lines()),
             heatmap_figure(self.points, self.metric, self.minimize),
         ]
         if self.optima:  # none when every trial diverged
