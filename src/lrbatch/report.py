@@ -252,7 +252,7 @@ def render(report: Report) -> Group:
         "law",
         "parameters (90% interval)",
         "rms log error",
-        "AICc",
+        "AIC",
         "leave-one-out rms",
     ):
         laws.add_column(column, justify="right" if column != "law" else "left")
