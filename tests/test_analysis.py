@@ -139,7 +139,7 @@ def test_power_law_recovers_planted_exponent(planted, law, alpha) -> None:
     assert [f.law for f in planted[law][2]] == list(LAWS)
 
 
-REJECTED = {  # laws the planted data must rule out (ΔAICc ≥ 2)
+REJECTED = {  # laws the planted data must rule out (ΔAIC ≥ 2)
     "saturating": {"constant", "square_root", "linear", "power_law", "surge"},
     "surge": {"constant", "square_root", "linear", "power_law", "saturating"},
     "square_root": {"constant", "linear", "saturating"},
