@@ -57,6 +57,8 @@ def test_report_files_are_valid(smoke_study: tuple[str, Path]) -> None:
         "trials.csv",
         "summary.json",
     } <= names
+    curves = next(spec for spec in report.figures() if spec.key == "metric_vs_lr")
+    assert [p.title.split(":")[0] for p in curves.panels] == ["B = 32", "B = 128", "B = 512"]
     for png in root.glob("report/*.png"):
         image = matplotlib.image.imread(png)
         assert image.shape[0] > 200 and image.shape[1] > 200

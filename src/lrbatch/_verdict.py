@@ -1,175 +1,33 @@
-"""Which law the per-batch optima follow: fits, a penalised comparison, and the verdict.
+"""The verdict: which law the optima follow, in one sentence a user can act on.
 
-Each law of :mod:`lrbatch.laws` is fitted to the bracketed optima in log–log space, weighted
-by 1/σ², σ from each optimum's 90% interval. Laws are compared by the corrected Akaike
-criterion (AICc; Hurvich & Tsai 1989, Burnham & Anderson 2002) of those weighted residuals,
-and by the leave-one-batch-size-out error; a difference in AICc below 2 does not tell two laws
-apart (Burnham & Anderson 2002, §2.6). A surge (Li et al. 2024, arXiv:2405.14578) is also
-checked without a model: does the optimum fall, beyond its uncertainty, after its peak?
+The laws are fitted and scored by :mod:`lrbatch._lawfit` (quasi-AIC with the optima's own σ).
+The verdict names the simplest law within ΔAIC < 2 of the best (Burnham & Anderson 2002,
+§2.6: a smaller difference does not tell two laws apart), with one veto: a fixed-exponent law
+(constant, square root, linear; or saturating or surge reduced to such a limit) whose exponent
+the free exponent's 90% interval excludes is not what the data follow, whatever its score.
+A surge (Li et al. 2024, arXiv:2405.14578) is also checked without a model: does the optimum
+fall, beyond its uncertainty, after its peak?
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import dataclass, field
 
 from lrbatch import rules
+from lrbatch._lawfit import LawFit, fit_laws, log_sigma, usable_optima
 from lrbatch._optima import BatchOptimum
-from lrbatch.laws import (
-    EXPONENTS,
-    LAWS,
-    LIMITS,
-    PARAMETERS,
-    bootstrap_log_law,
-    fit_exponent,
-    fit_log_law,
-    law_params,
-    log_law,
-)
+from lrbatch.laws import EXPONENTS, LIMITS
 
 __all__ = ["LawFit", "SurgeEvidence", "Verdict", "fit_laws", "surge_evidence", "verdict"]
 
-_Z90 = 1.6449  # standard-normal quantile: a 90% interval is ±1.645σ
-_SIGMA_FLOOR = 0.05  # in ln η: a local parabola on a skewed curve is biased by a few percent
-MARGIN = 2.0  # ΔAICc below which two laws are not told apart (Burnham & Anderson 2002)
-
-
-@dataclass(frozen=True)
-class LawFit:
-    """One law fitted to the optima.
-
-    Attributes:
-        law: one of :data:`lrbatch.laws.LAWS`.
-        params: fitted parameters (see :data:`lrbatch.laws.PARAMETERS`): ``lr_ref``, η at
-            ``b_ref``; ``alpha``, the exponent; ``lr_max``, the largest η; ``b_noise`` or
-            ``b_peak``, in samples.
-        intervals: 90% intervals of ``params``, by parametric bootstrap.
-        n_params: free parameters of the law.
-        rms_log_error: RMS residual in natural-log η, weighted by 1/σ² (σ from each
-            optimum's log-interval width).
-        aicc: corrected AIC of the weighted log-η residuals (inf with too few points); for
-            saturating and surge, the better of their own and their limits' (``at_limit``).
-        loo_rms: leave-one-batch-size-out RMS prediction error in natural-log η, weighted as
-            ``rms_log_error``.
-        b_ref: the batch size ``lr_ref`` refers to: the geometric mean of the fitted ones.
-        n_points: optima fitted (bracketed ones only).
-        at_limit: saturating or surge scored as its limit, a one-parameter power law (batch
-            scale → 0 or ∞: constant or linear; 1/√B or √B), which fits as well for its
-            parameters: the batch scale lies outside the batch range, not identified.
-    """
-
-    law: str
-    params: dict[str, float]
-    intervals: dict[str, tuple[float, float]]
-    n_params: int
-    rms_log_error: float
-    aicc: float
-    loo_rms: float
-    b_ref: float
-    n_points: int
-    at_limit: bool = False
-
-    def predict(self, batch: float) -> float:
-        """The fitted law's learning rate at effective batch size ``batch``."""
-        p = self.params
-        if self.law == "saturating":
-            return rules.saturating(batch, p["lr_max"], p["b_noise"])
-        if self.law == "surge":
-            return rules.surge(batch, p["lr_max"], p["b_peak"])
-        alpha = p["alpha"] if self.law == "power_law" else EXPONENTS[self.law]
-        return rules.power_law(batch, self.b_ref, p["lr_ref"], alpha)
-
-
-def _usable(optima: Sequence[BatchOptimum]) -> list[BatchOptimum]:
-    """Bracketed optima, ascending in batch size: an unbracketed one is only a bound."""
-    return sorted((o for o in optima if o.bracketed), key=lambda o: o.batch_size)
-
-
-def _log_sigma(optimum: BatchOptimum) -> float:
-    """Standard error of ln η_opt from its 90% interval, floored at ``_SIGMA_FLOOR``."""
-    return max(math.log(optimum.lr_high / optimum.lr_low) / (2 * _Z90), _SIGMA_FLOOR)
-
-
-def _aicc(weighted_rss: float, n: int, n_params: int) -> float:
-    """AICc of a least-squares fit with unknown error scale (k counts it too)."""
-    k = n_params + 1
-    if n - k - 1 <= 0:
-        return math.inf
-    return n * math.log(max(weighted_rss, 1e-300) / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
-
-
-def _fit(law: str, usable: list[BatchOptimum], n_boot: int, rng: np.random.Generator) -> LawFit:
-    """One law fitted to the usable optima (see :func:`fit_laws`)."""
-    n, n_params = len(usable), len(PARAMETERS[law])
-    log_b = np.log([o.batch_size for o in usable])
-    log_lr = np.log([o.lr_opt for o in usable])
-    sigma = np.array([_log_sigma(o) for o in usable])
-    weights = 1.0 / sigma**2
-    norm = weights / weights.mean()  # AICc and RMS in ln η, weighted at mean 1
-    ref = float(log_b.mean())
-    theta, draws = bootstrap_log_law(law, log_b, log_lr, sigma, n_boot, rng, ref)
-    aicc = _aicc(float(np.sum(norm * (log_lr - log_law(law, theta, log_b, ref)) ** 2)), n, n_params)
-    limit_aicc = math.inf  # a law contains its limits: score it by the best of them too
-    for alpha in LIMITS.get(law, ()):
-        offset = log_lr - alpha * (log_b - ref) - fit_exponent(alpha, log_b, log_lr, weights, ref)
-        limit_aicc = min(limit_aicc, _aicc(float(np.sum(norm * offset**2)), n, 1))
-    held_out = np.empty(n)
-    for i in range(n):
-        keep = np.arange(n) != i
-        theta_i = fit_log_law(law, log_b[keep], log_lr[keep], weights[keep], ref)
-        held_out[i] = log_lr[i] - log_law(law, theta_i, log_b[i : i + 1], ref)[0]
-    lows, highs = (law_params(law, q) for q in np.quantile(draws, [0.05, 0.95], axis=0))
-    residuals = log_lr - log_law(law, theta, log_b, ref)
-    return LawFit(
-        law=law,
-        params=law_params(law, theta),
-        intervals={name: (lows[name], highs[name]) for name in PARAMETERS[law]},
-        n_params=n_params,
-        rms_log_error=float(np.sqrt(np.mean(norm * residuals**2))),
-        aicc=min(aicc, limit_aicc),
-        loo_rms=float(np.sqrt(np.mean(norm * held_out**2))),
-        b_ref=float(np.exp(ref)),
-        n_points=n,
-        at_limit=limit_aicc < aicc,
-    )
-
-
-def fit_laws(
-    optima: Sequence[BatchOptimum], laws: Sequence[str] = LAWS, n_boot: int = 200, seed: int = 0
-) -> list[LawFit]:
-    """Fit each law to the bracketed optima, in log–log space.
-
-    Least squares on ln η weighted by 1/σ², σ the optimum's 90% interval half-width in ln η
-    / 1.645 (at least 0.05). Intervals: 5% and 95% quantiles over ``n_boot`` parametric
-    bootstrap refits (:func:`lrbatch.laws.bootstrap_log_law`). AICc counts the error scale as
-    a parameter; saturating and surge are also scored as their one-parameter limits (batch
-    scale → 0 or ∞) and keep the better score (``at_limit``). Laws with more parameters than
-    points − 1 are left out of the result.
-
-    Args:
-        optima: per-batch optima (:func:`batch_optima`); unbracketed ones are not used.
-        laws: names from :data:`lrbatch.laws.LAWS`.
-        n_boot: parametric-bootstrap replicates per law, for the intervals.
-        seed: seeds the bootstrap.
-
-    Returns:
-        One fit per law that could be fitted, in the order of ``laws``.
-
-    Raises:
-        ValueError: an unknown law.
-    """
-    for law in laws:
-        if law not in PARAMETERS:
-            raise ValueError(f"unknown law {law!r}; accepted: {', '.join(LAWS)}")
-    usable = _usable(optima)
-    return [
-        _fit(law, usable, n_boot, np.random.default_rng([seed, index]))
-        for index, law in enumerate(laws)
-        if len(PARAMETERS[law]) <= len(usable) - 1
-    ]
+_Z90 = 1.6449  # standard-normal quantile: a one-sided 95% bound is 1.645σ
+MARGIN = 2.0  # ΔAIC below which two laws are not told apart (Burnham & Anderson 2002)
+COMMON_RULES = ("linear", "square_root")  # the rules a user is most likely to follow
+_WORDS = {"constant": "constant", "square_root": "square-root", "linear": "linear"}
+_SHAPES = {"constant": "η constant in B", "square_root": "η ∝ √B", "linear": "η ∝ B"}
+_SCALES = {"saturating": ("b_noise", "B_noise"), "surge": ("b_peak", "B_peak")}
 
 
 @dataclass(frozen=True)
@@ -195,13 +53,13 @@ class SurgeEvidence:
 
 def surge_evidence(optima: Sequence[BatchOptimum]) -> SurgeEvidence | None:
     """Surge evidence from the bracketed optima; None with fewer than two of them."""
-    usable = _usable(optima)
+    usable = usable_optima(optima)
     if len(usable) < 2:
         return None
     peak = max(usable, key=lambda o: (o.lr_opt, -o.batch_size))
     last = usable[-1]
     fall = math.log(peak.lr_opt / last.lr_opt)
-    sigma = math.hypot(_log_sigma(peak), _log_sigma(last))
+    sigma = math.hypot(log_sigma(peak), log_sigma(last))
     after = [o for o in usable if o.batch_size > peak.batch_size]
     falls = len(after) >= 2 and all(o.lr_opt < peak.lr_opt for o in after)
     significant = falls and fall > _Z90 * sigma
@@ -210,88 +68,204 @@ def surge_evidence(optima: Sequence[BatchOptimum]) -> SurgeEvidence | None:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The answer: which law the optima follow.
+    """The answer: which law the optima follow, and what the common rules would cost.
 
     Attributes:
-        best: among the laws within ΔAICc < 2 of the lowest AICc, the one with the fewest
-            parameters (then the lowest AICc): a published rule the data cannot tell from a
-            free fit is named. With too few optima for AICc, the lowest leave-one-out error;
-            ``"none"`` when no law could be fitted.
-        supported: the laws within ΔAICc < 2 of the lowest AICc, best first (every fitted law
-            when AICc is undefined); saturating or surge scored as its limit (``at_limit``) is
-            that limit, not a law of its own, and is left out (the text says so).
-        text: what a user reads: the law, its parameters with intervals, and the evidence.
+        best: the law named: the fewest parameters among the laws within ΔAIC < 2 of the
+            best score, leaving out a fixed-exponent law the free exponent's 90% interval
+            excludes; ``"none"`` when no law could be fitted.
+        supported: ``best`` first, then the other laws within ΔAIC < 2 that the free
+            exponent does not exclude; saturating or surge scored as a limit
+            (``LawFit.at_limit``) is that limit, not a law of its own, and is left out.
+        text: what a user reads: one sentence with the shape (exponent or batch scale, with
+            90% intervals), where it lies among the published rules and what the linear and
+            square-root rules cost at ``ratio_batch``; then the evidence and notes.
         surge: the model-free surge check, or None with fewer than two bracketed optima.
+        alpha: the free exponent (the power-law fit's α), or None when it was not fitted.
+        alpha_interval: its 90% interval, or None.
+        ratio_batch: the bracketed batch size farthest from B0, where ``ratios`` are taken;
+            None without a base point.
+        ratios: each common rule's learning rate there, anchored at (B0, η0), over the
+            optimum (1.0 is perfect; ``linear`` and ``square_root``).
     """
 
     best: str
     supported: list[str]
     text: str
     surge: SurgeEvidence | None
+    alpha: float | None = None
+    alpha_interval: tuple[float, float] | None = None
+    ratio_batch: int | None = None
+    ratios: dict[str, float] = field(default_factory=dict)
 
 
-def _interval(fit: LawFit, name: str) -> str:
-    low, high = fit.intervals[name]
-    return f"{fit.params[name]:.3g} (90% {low:.3g}–{high:.3g})"
+def stands_for(fit: LawFit) -> float | None:
+    """The exponent of the one-parameter power law ``fit`` amounts to: its own for constant,
+    square root and linear, its limit's when scored at a limit; None otherwise."""
+    return EXPONENTS.get(fit.law, fit.limit_exponent)
 
 
-def _limit(fit: LawFit) -> str:
-    """The one-parameter law a saturating or surge fit reduces to, its batch scale out of range:
-    B ≪ B_noise is linear, B ≫ B_noise constant; B ≪ B_peak is η ∝ √B, B ≫ B_peak η ∝ 1/√B."""
-    scale = fit.params["b_noise" if fit.law == "saturating" else "b_peak"]
-    below = fit.b_ref < scale  # the batch sizes lie below the batch scale
-    if fit.law == "saturating":
-        return "linear" if below else "constant"
-    return "square_root" if below else "1/√B"
-
-
-def _reduction(fit: LawFit) -> str:
-    name = "B_noise" if fit.law == "saturating" else "B_peak"
-    return f"{fit.law} reduces to {_limit(fit)} here: {name} beyond the measured range"
-
-
-def _nests(wider: LawFit, law: str) -> bool:
-    """``wider`` contains ``law`` as a special case (power law: any fixed exponent)."""
-    if law not in EXPONENTS:
+def _excluded(fit: LawFit, free: LawFit | None) -> bool:
+    """The free exponent's 90% interval excludes the exponent ``fit`` stands for."""
+    exponent = stands_for(fit)
+    if free is None or exponent is None:
         return False
-    return wider.law == "power_law" or EXPONENTS[law] in LIMITS.get(wider.law, ())
+    low, high = free.intervals["alpha"]
+    return not low <= exponent <= high
 
 
-def _describe(fit: LawFit, fits: Sequence[LawFit]) -> str:
-    """The best law in words, with its parameters."""
-    shapes = {"constant": "η constant", "square_root": "η ∝ √B", "linear": "η ∝ B"}
-    if fit.law == "power_law":
-        return f"power law η ∝ B^α, α = {_interval(fit, 'alpha')}"
-    if fit.law in shapes:
-        free = next((f for f in fits if f.law == "power_law"), None)
-        exponent = ""
-        if free is not None:
-            alpha = f"free exponent α = {_interval(free, 'alpha')}"
-            low, high = free.intervals["alpha"]
-            named = EXPONENTS[fit.law]
-            exponent = f"; {alpha}"
-            if not low <= named <= high:
-                pace = "slower" if high < named else "faster"
-                exponent = f", though {pace}: {alpha} excludes {named:g}"
-        return f"{fit.law} ({shapes[fit.law]}){exponent}"
-    scale = "b_noise" if fit.law == "saturating" else "b_peak"
-    name = "B_noise" if fit.law == "saturating" else "B_peak"
-    note = ", beyond the measured batch range: not identified" if fit.at_limit else ""
-    return f"{fit.law}, η_max = {_interval(fit, 'lr_max')}, {name} = {_interval(fit, scale)}{note}"
+def _nests(wider: LawFit, fit: LawFit) -> bool:
+    """``wider`` has one parameter more than ``fit`` and contains it as a special case."""
+    exponent = stands_for(fit)
+    if exponent is None or wider.at_limit:
+        return False
+    return wider.law == "power_law" or exponent in LIMITS.get(wider.law, ())
 
 
-def verdict(fits: Sequence[LawFit], optima: Sequence[BatchOptimum]) -> Verdict:
+def _not_needed(wider: LawFit, best: LawFit) -> bool:
+    """``wider`` nests ``best`` and scores no better: its extra parameter is uninformative,
+    and ΔAIC < 2 says nothing for it, since a law with one parameter more never scores more
+    than 2 worse than a law it nests (Arnold 2010, *J. Wildlife Management* 74:1175)."""
+    return _nests(wider, best) and wider.aicc >= best.aicc
+
+
+def _between(alpha: float) -> str:
+    """Where an exponent lies among the published rules' (0, ½, 1)."""
+    if alpha > 1:
+        return "steeper than linear"
+    if alpha < 0:
+        return "falling as B grows"
+    low, high = (0.0, 0.5) if alpha < 0.5 else (0.5, 1.0)
+    names = {0.0: "constant", 0.5: "square-root", 1.0: "linear"}
+    closer = names[low] if alpha - low <= high - alpha else names[high]
+    return f"between {names[low]} and {names[high]}, closer to {closer}"
+
+
+def _interval(fit: LawFit, name: str, digits: str = ".3g", parens: bool = True) -> str:
+    low, high = fit.intervals[name]
+    interval = f"90% {low:{digits}}–{high:{digits}}"
+    return f"{fit.params[name]:{digits}} " + (f"({interval})" if parens else f"with {interval}")
+
+
+def _shape(best: LawFit, free: LawFit | None, usable: list[BatchOptimum]) -> str:
+    """(a) the shape with its parameters and (b) where it lies among the published rules."""
+    first, last = usable[0].batch_size, usable[-1].batch_size
+    if best.law in EXPONENTS:
+        alpha = (
+            ""
+            if free is None
+            else f" (free exponent α = {_interval(free, 'alpha', '.2f', parens=False)})"
+        )
+        return f"{_SHAPES[best.law]}, the {_WORDS[best.law]} rule{alpha}"
+    if best.law == "power_law":
+        return f"η ∝ B^{_interval(best, 'alpha', '.2f')}: {_between(best.params['alpha'])}"
+    key, name = _SCALES[best.law]
+    exponent = stands_for(best)
+    if exponent is not None:
+        return (
+            f"η ∝ B^{exponent:g} over the measured {first}–{last} ({best.law} with {name}"
+            " beyond it: not identified)"
+        )
+    scale = best.params[key]
+    where = "inside" if first <= scale <= last else "below" if scale < first else "above"
+    shape = "saturates" if best.law == "saturating" else "peaks and then falls (surge)"
+    slope = best.exponent(last)
+    return (
+        f"η {shape}, {name} = {_interval(best, key)} {where} the measured {first}–{last},"
+        f" η_max = {_interval(best, 'lr_max')}; at B = {last} it goes as B^{slope:.2f},"
+        f" {_between(slope)}"
+    )
+
+
+def _ratios(
+    usable: list[BatchOptimum], base_batch: int | None, base_lr: float | None
+) -> tuple[BatchOptimum | None, dict[str, float]]:
+    """The bracketed optimum farthest from B0, and each common rule's lr over it there."""
+    if base_batch is None or base_lr is None:
+        return None, {}
+    far = max(usable, key=lambda o: (abs(math.log(o.batch_size / base_batch)), o.batch_size))
+    if far.batch_size == base_batch:
+        return None, {}
+    predicted = rules.predict(base_lr, base_batch, far.batch_size, COMMON_RULES)
+    return far, {rule: lr / far.lr_opt for rule, lr in predicted.items()}
+
+
+def _cost(far: BatchOptimum, ratios: dict[str, float], base_batch: int, base_lr: float) -> str:
+    """(c) what following each common rule from (B0, η0) would set at ``far``."""
+    parts = []
+    for rule, ratio in ratios.items():
+        lr = ratio * far.lr_opt
+        if far.lr_low <= lr <= far.lr_high:
+            part = f"{_WORDS[rule]} lands inside the optimum's 90% interval (×{ratio:.2g})"
+        else:
+            part = f"{_WORDS[rule]} {'overshoots' if ratio > 1 else 'undershoots'} ×{ratio:.2g}"
+        if far.stability_edge is not None and lr >= far.stability_edge:
+            part += " (at or past the stability edge)"
+        parts.append(part)
+    scaled = f"scaled from η0 = {base_lr:.3g} at B0 = {base_batch} to B = {far.batch_size}"
+    return f"; {scaled}, " + " and ".join(parts)
+
+
+def _score(fit: LawFit) -> tuple[float, float, int]:
+    """Ranking key: AIC, then held-out error, then fewer parameters."""
+    return fit.aicc, fit.loo_rms, fit.n_params
+
+
+def _evidence(best: LawFit, ranked: list[LawFit], excluded: list[LawFit]) -> str:
+    """How the named law compares with the others, in one sentence."""
+    top = ranked[0].aicc
+    items = []
+    for f in ranked:
+        delta = f"ΔAIC {f.aicc - best.aicc:+.1f}"
+        if f is best:
+            continue
+        if _not_needed(f, best):
+            items.append(f"{f.law} is not needed ({delta})")
+        elif f.aicc - top < MARGIN and f.limit_exponent is not None:
+            scale = _SCALES[f.law][1]
+            items.append(f"{f.law} reduces to η ∝ B^{f.limit_exponent:g} ({scale} out of range)")
+        elif f.aicc - top < MARGIN:
+            items.append(f"{f.law} fits as well ({delta})")
+    worse = sorted((f for f in [*ranked, *excluded] if f.aicc - top >= MARGIN), key=_score)
+    rival = next((f for f in worse if not f.at_limit and not _nests(f, best)), None)
+    if rival is not None:
+        delta = f"ΔAIC {rival.aicc - best.aicc:+.1f}"
+        items.append(f"the closest law ruled out, {rival.law}, scores {delta}")
+    items += [
+        f"{f.law} would fit (ΔAIC {f.aicc - best.aicc:+.1f}) but α's interval excludes"
+        f" {stands_for(f):g}"
+        for f in excluded
+        if f.aicc - top < MARGIN
+    ]
+    items.append(f"held-out error ×{math.exp(best.loo_rms):.2f} in lr")
+    c_hat = best.overdispersion
+    scatter = f" (the optima scatter ×{math.sqrt(c_hat):.2g} more than their intervals say)"
+    return (
+        f"Laws compared by AIC on the optima's own uncertainty{scatter if c_hat > 1 else ''}:"
+        f" {'; '.join(items)}."
+    )
+
+
+def verdict(
+    fits: Sequence[LawFit],
+    optima: Sequence[BatchOptimum],
+    base_batch: int | None = None,
+    base_lr: float | None = None,
+) -> Verdict:
     """Name the law the data support, with the evidence, and check for a surge.
 
     Args:
         fits: law fits (:func:`fit_laws`) of ``optima``.
         optima: the per-batch optima the fits came from.
+        base_batch: B0, the effective batch size the rules are anchored at.
+        base_lr: η0, the learning rate taken as best at B0; without it (or B0) the verdict
+            leaves out what the rules would cost.
 
     Returns:
         The verdict.
     """
     surge = surge_evidence(optima)
-    usable = _usable(optima)
+    usable = usable_optima(optima)
     left_out = len(optima) - len(usable)
     notes = [f"{left_out} unbracketed batch size(s) left out."] if left_out else []
     if surge is not None and surge.significant:
@@ -307,40 +281,27 @@ def verdict(fits: Sequence[LawFit], optima: Sequence[BatchOptimum]) -> Verdict:
             " no law can be fitted (at least 2 are needed)."
         )
         return Verdict("none", [], " ".join([text, *notes]), surge)
-    ranked = sorted(fits, key=lambda f: (f.aicc, f.loo_rms, f.n_params))
-    best = ranked[0]
-    if not math.isfinite(best.aicc):
-        best = min(fits, key=lambda f: (f.loo_rms, f.n_params))
-        text = (
-            f"Only {len(usable)} bracketed optima: too few to tell the laws apart; "
-            f"{_describe(best, fits)} predicts held-out batch sizes best "
-            f"(error ×{math.exp(best.loo_rms):.2f})."
-        )
-        supported = [best.law] + [f.law for f in fits if f is not best]
-        return Verdict(best.law, supported, " ".join([text, *notes]), surge)
-    close = [f for f in ranked if f.aicc - best.aicc < MARGIN]
+    free = next((f for f in fits if f.law == "power_law"), None)
+    excluded = [f for f in fits if _excluded(f, free)]
+    ranked = sorted((f for f in fits if f not in excluded), key=_score)
+    close = [f for f in ranked if f.aicc - ranked[0].aicc < MARGIN]
     best = min(close, key=lambda f: (f.n_params, f.aicc))  # parsimony among the indistinguishable
-    reduced = [f for f in close if f is not best and f.at_limit]  # the limit, not a law of its own
-    others = [f for f in close if f is not best and not f.at_limit]
-    supported = [best.law] + [f.law for f in others]
-    worse = [f for f in ranked if f not in close and math.isfinite(f.aicc)]
-    evidence = [
-        f"{f.law} is not needed (ΔAICc {f.aicc - best.aicc:+.1f})"
-        for f in worse[:1]
-        if _nests(f, best.law)
-    ]
-    rival = next((f for f in worse if not _nests(f, best.law)), None)
-    if rival is not None:
-        evidence.append(
-            f"the closest law ruled out, {rival.law}, scores ΔAICc {rival.aicc - best.aicc:+.1f}"
-        )
-    evidence.append(f"typical held-out error ×{math.exp(best.loo_rms):.2f} in lr")
-    limits = "".join(f" ({_reduction(f)})" for f in reduced)
-    follows = f"{_describe(best, fits)} ({'; '.join(evidence)}){limits}"
-    text = f"The optimal learning rate follows {follows}."
+    others = [f for f in close if f is not best and not f.at_limit and not _not_needed(f, best)]
+    supported = [best.law, *(f.law for f in others)]
+    far, ratios = _ratios(usable, base_batch, base_lr)
+    cost = "" if far is None else _cost(far, ratios, base_batch or 0, base_lr or 0.0)
+    text = f"{_shape(best, free, usable)}{cost}."
+    if free is None:
+        notes.append(f"With {len(usable)} bracketed optima the exponent is not bounded.")
     if best.law == "surge" and surge is not None and not surge.significant:
-        text += " Yet the fall after the peak is within its uncertainty."
-    if others:
-        names = ", ".join(f.law for f in others)
-        text += f" The data cannot tell {best.law} and {names} apart (ΔAICc < {MARGIN:g})."
-    return Verdict(best.law, supported, " ".join([text, *notes]), surge)
+        notes.append("Yet the fall after the peak is within its uncertainty.")
+    return Verdict(
+        best=best.law,
+        supported=supported,
+        text=" ".join([text, _evidence(best, ranked, excluded), *notes]),
+        surge=surge,
+        alpha=None if free is None else free.params["alpha"],
+        alpha_interval=None if free is None else free.intervals["alpha"],
+        ratio_batch=None if far is None else far.batch_size,
+        ratios=ratios,
+    )

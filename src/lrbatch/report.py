@@ -91,7 +91,7 @@ class Report:
 
     def figures(self) -> list[FigureSpec]:
         specs = [
-            curves_figure(self.points, self.metric, self.minimize),
+            curves_figure(self.points, self.metric, self.minimize, self.optima, self.rule_lines()),
             heatmap_figure(self.points, self.metric, self.minimize),
         ]
         if self.optima:  # none when every trial diverged
@@ -138,7 +138,7 @@ def build_report(study: optuna.Study) -> Report:
         points=points,
         optima=optima,
         fits=fits,
-        verdict=verdict(fits, optima) if optima else None,
+        verdict=verdict(fits, optima, base_batch, base_lr) if optima else None,
         regrets=regrets,
         critical=critical_batch(points) if target else None,
     )
@@ -252,7 +252,7 @@ def render(report: Report) -> Group:
         "law",
         "parameters (90% interval)",
         "rms log error",
-        "AICc",
+        "AIC",
         "leave-one-out rms",
     ):
         laws.add_column(column, justify="right" if column != "law" else "left")
