@@ -54,6 +54,28 @@ def measured_edge(edge: float, rng: np.random.Generator) -> tuple[float, float |
     return grid_above / 2.0, grid_above
 
 
+def optimum(
+    batch: int, lr: float, half: float, stable: float | None, diverged: float | None
+) -> BatchOptimum:
+    """A bracketed optimum ``lr`` with a 90% interval ×exp(±``half``) and the stability edge's
+    bracket (``stable``, ``diverged``] (``None``: that end unknown)."""
+    return BatchOptimum(
+        batch_size=batch,
+        lr_opt=lr,
+        lr_low=lr * math.exp(-half),
+        lr_high=lr * math.exp(half),
+        value_opt=0.0,
+        best_lr_tried=lr,
+        trials=14,
+        seeds=3,
+        diverged=0 if diverged is None else 1,
+        stability_edge=diverged,
+        bracketed=True,
+        method="local quadratic",
+        stable_lr=stable,
+    )
+
+
 def synthetic_optima(
     truth: Callable[[float], float], b_max: int, noise: float, rng: np.random.Generator
 ) -> tuple[list[BatchOptimum], float]:
@@ -63,24 +85,7 @@ def synthetic_optima(
     for batch in (2**e for e in range(4, int(math.log2(b_max)) + 1)):
         lr = truth(batch) * math.exp(noise * rng.normal())
         half = 1.645 * noise * math.exp(0.25 * rng.normal())
-        stable, diverged = measured_edge(k * truth(batch), rng)
-        optima.append(
-            BatchOptimum(
-                batch_size=batch,
-                lr_opt=lr,
-                lr_low=lr * math.exp(-half),
-                lr_high=lr * math.exp(half),
-                value_opt=0.0,
-                best_lr_tried=lr,
-                trials=14,
-                seeds=3,
-                diverged=0 if diverged is None else 1,
-                stability_edge=diverged,
-                bracketed=True,
-                method="local quadratic",
-                stable_lr=stable,
-            )
-        )
+        optima.append(optimum(batch, lr, half, *measured_edge(k * truth(batch), rng)))
     return optima, k
 
 

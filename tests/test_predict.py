@@ -24,25 +24,9 @@ _SPEC.loader.exec_module(extrapolation)
 BATCHES = [16, 32, 64, 128, 256, 512, 1024]
 
 
-def optimum(
-    batch: int, lr: float, stable: float | None, diverged: float | None, half: float = 0.1
-) -> BatchOptimum:
-    """A bracketed optimum at ``lr`` (90% interval ×exp(±half)) with the edge's bracket."""
-    return BatchOptimum(
-        batch_size=batch,
-        lr_opt=lr,
-        lr_low=lr * math.exp(-half),
-        lr_high=lr * math.exp(half),
-        value_opt=0.0,
-        best_lr_tried=lr,
-        trials=12,
-        seeds=3,
-        diverged=0 if diverged is None else 1,
-        stability_edge=diverged,
-        bracketed=True,
-        method="local quadratic",
-        stable_lr=stable,
-    )
+def optimum(batch: int, lr: float, stable: float | None, diverged: float | None) -> BatchOptimum:
+    """A bracketed optimum at ``lr`` (90% interval ×exp(±0.1)) with the edge's bracket."""
+    return extrapolation.optimum(batch, lr, 0.1, stable, diverged)
 
 
 def planted_edge(batch: float) -> float:

@@ -16,6 +16,7 @@ import matplotlib.image
 import pytest
 from conftest import ROOT
 
+from lrbatch.cli import main
 from lrbatch.config import ConfigError, load_config
 from lrbatch.report import build_report, publish, summary, write_report
 from lrbatch.study_io import import_csv, load_points, open_study
@@ -242,3 +243,29 @@ def test_trials_csv_of_a_report_imports_back(smoke_study: tuple[str, Path], tmp_
     before = {o.batch_size: o.lr_opt for o in build_report(study).optima}
     after = {o.batch_size: o.lr_opt for o in build_report(open_study(again, "again")).optima}
     assert after == pytest.approx(before)
+
+
+def test_report_predicts_at_the_batch_sizes_asked_for(workdir: Path, capsys) -> None:
+    url = f"sqlite:///{workdir}/sgd.db"
+    import_csv(ROOT / "docs" / "results" / "sgd_mnist1d" / "trials.csv", url, "sgd")
+    argv = ["report", "--storage", url, "--out", "out", "--no-dashboard"]
+    assert main([*argv, "--predict", "2048", "--predict", "4096"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Recommended learning rate — study 'sgd'" in out and "B = 4096:" in out
+    data = json.loads((workdir / "out" / "summary.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert [p["batch_size"] for p in data["predictions"]] == [2048, 4096]
+    assert [p["extrapolation_octaves"] for p in data["predictions"]] == [1.0, 2.0]
+    assert all(p["lr"] < p["stability_edge"] for p in data["predictions"])
+
+    report = build_report(open_study(url, "sgd"), [4096])
+    assert data["stability_edge"] is None and report.edge is None  # one batch size diverged
+    series = {s.name: s for s in report.figures()[0].series}
+    assert list(series["predicted (90% interval)"].x) == [4096]
+    extrapolated = [s for name, s in series.items() if name.endswith("(extrapolated)")]
+    assert extrapolated and all(s.dashed for s in extrapolated)
+    assert max(x for s in extrapolated for x in s.x if not math.isnan(x)) == pytest.approx(4096)
+    measured = [s for name, s in series.items() if name.startswith("fit: ") and not s.dashed]
+    assert measured and all(max(s.x) == pytest.approx(1024) for s in measured)
+    assert list(series["stability edge: lowest lr that diverged"].x) == [32]
+    assert 1024 in series["no divergence up to (edge above)"].x

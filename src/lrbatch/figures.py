@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrbatch.analysis import BatchOptimum, CriticalBatch, LawFit, TrialPoint
+from lrbatch.analysis import BatchOptimum, CriticalBatch, EdgeFit, LawFit, Prediction, TrialPoint
 
 __all__ = [
     "FigureSpec",
@@ -23,6 +23,7 @@ __all__ = [
     "to_png",
 ]
 
+_MARKERS = {"circle": "o", "x": "x", "triangle-down": "v", "triangle-up": "^", "diamond": "D"}
 _PALETTE = (
     "#1f77b4",
     "#ff7f0e",
@@ -49,7 +50,7 @@ class Series:
     y_low: Sequence[float] | None = None
     y_high: Sequence[float] | None = None
     dashed: bool = False
-    symbol: str = "circle"  # circle | x
+    symbol: str = "circle"  # circle | x | triangle-down | triangle-up | diamond (plotly's names)
     color: str | None = None
 
 
@@ -81,11 +82,23 @@ def optimum_figure(
     optima: Sequence[BatchOptimum],
     fits: Sequence[LawFit],
     rule_lines: Mapping[str, Sequence[float]],
+    edge: EdgeFit | None = None,
+    predictions: Sequence[Prediction] = (),
 ) -> FigureSpec:
     """Optimal learning rate against batch size (log–log), with 90% intervals, the rules
-    (anchored at the base point) and the fitted laws."""
+    (anchored at the base point), the fitted laws and the stability edge (▼ the lowest lr that
+    diverged, ▲ the highest tried where none did, its law as a dotted line). With
+    ``predictions`` the axis reaches their batch sizes: the laws are dashed past the measured
+    ones and each prediction is a ◆ with its 90% interval."""
     batches = [o.batch_size for o in optima]
-    grid = _geomspace(min(batches), max(batches), 60) if batches else []
+    if not batches:
+        return FigureSpec("optimal_lr", "Optimal learning rate vs batch size", "", "", log_y=True)
+    low, high = min(batches), max(batches)
+    asked = [p.batch_size for p in predictions]
+    first, last = min([low, *asked]), max([high, *asked])
+    grid = _geomspace(low, high, 60)
+    # past the measured batch sizes, on either side (nan: a gap in the line)
+    outside = [*_geomspace(first, low, 20)[:-1], math.nan, *_geomspace(high, last, 20)[1:]]
     series = [
         Series(
             "measured optimum (90% interval)",
@@ -109,14 +122,24 @@ def optimum_figure(
             )
         )
     for i, fit in enumerate(fits):
+        color = _PALETTE[(i + 4) % 10]
+        values = [fit.predict(b) for b in grid]
+        series.append(Series(f"fit: {fit.law}", grid, values, True, False, color=color))
+        if predictions:
+            values = [math.nan if math.isnan(b) else fit.predict(b) for b in outside]
+            name = f"fit: {fit.law} (extrapolated)"
+            series.append(Series(name, outside, values, True, False, dashed=True, color=color))
+    series += _edge_series(optima, edge, _geomspace(first, last, 60))
+    if predictions:
         series.append(
             Series(
-                f"fit: {fit.law}",
-                grid,
-                [fit.predict(b) for b in grid],
-                lines=True,
-                markers=False,
-                color=_PALETTE[(i + 4) % 10],
+                "predicted (90% interval)",
+                [p.batch_size for p in predictions],
+                [p.lr for p in predictions],
+                y_low=[p.lr_low for p in predictions],
+                y_high=[p.lr_high for p in predictions],
+                symbol="diamond",
+                color="#d62728",
             )
         )
     return FigureSpec(
@@ -127,6 +150,34 @@ def optimum_figure(
         log_y=True,
         series=series,
     )
+
+
+def _edge_series(
+    optima: Sequence[BatchOptimum], edge: EdgeFit | None, grid: Sequence[float]
+) -> list[Series]:
+    """The stability edge: measured (▼), bounded below where nothing diverged (▲), its law."""
+    diverged = [(o.batch_size, o.stability_edge) for o in optima if o.stability_edge is not None]
+    bounded = [(o.batch_size, o.stable_lr) for o in optima if o.stability_edge is None]
+    marks = (
+        ("stability edge: lowest lr that diverged", diverged, "triangle-down", "#7f7f7f"),
+        ("no divergence up to (edge above)", bounded, "triangle-up", "#bcbd22"),
+    )
+    series = [
+        Series(
+            name,
+            [b for b, _ in points],
+            [lr or math.nan for _, lr in points],
+            symbol=symbol,
+            color=color,
+        )
+        for name, points, symbol, color in marks
+        if points
+    ]
+    if edge is not None:
+        name = f"stability edge law ∝ B^{edge.exponent:.2f}"
+        values = [edge.predict(b)[0] for b in grid]
+        series.append(Series(name, grid, values, True, False, dashed=True, color="#7f7f7f"))
+    return series
 
 
 def curves_figure(points: Sequence[TrialPoint], metric: str, minimize: bool = True) -> FigureSpec:
@@ -303,11 +354,12 @@ def to_png(spec: FigureSpec, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     for s in spec.series:
         style = ("--" if s.dashed else "-") if s.lines else "none"
-        marker = ("x" if s.symbol == "x" else "o") if s.markers else None
+        marker = _MARKERS[s.symbol] if s.markers else None
         if s.y_low is not None and s.y_high is not None:
             low = [y - lo for y, lo in zip(s.y, s.y_low, strict=True)]
             high = [h - y for h, y in zip(s.y_high, s.y, strict=True)]
-            ax.errorbar(s.x, s.y, yerr=[low, high], fmt="o", color=s.color, capsize=3, label=s.name)
+            fmt = marker or "o"
+            ax.errorbar(s.x, s.y, yerr=[low, high], fmt=fmt, color=s.color, capsize=3, label=s.name)
         else:
             ax.plot(s.x, s.y, linestyle=style, marker=marker, color=s.color, label=s.name)
     if spec.heatmap is not None:
