@@ -1,11 +1,13 @@
 """The command line as a user types it."""
 
+import json
 import math
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, TINY
 
 from lrbatch.cli import NO_ANSWER, main
@@ -124,3 +126,67 @@ def test_a_target_no_trial_reaches_is_said_with_the_best_reached(workdir: Path, 
     last = out[out.index("No trial reached the target") :]
     assert last.startswith("No trial reached the target (best: val_acc 0.")
     assert "target 0.999)" in last and "Sweep complete" not in out
+
+
+REFERENCES = ("sgd_mnist1d", "adam_mnist1d", "lion_mnist1d")
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The three reference studies of docs/results/, imported from their trials.csv."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('references')}/references.db"
+    for name in REFERENCES:
+        trials = ROOT / "docs" / "results" / name / "trials.csv"
+        assert main(["import", str(trials), "--storage", url, "--study", name]) == 0
+    return url
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_predict_answers_what_lr_at_4096_from_a_reference_study(
+    references: str, name: str, capsys
+) -> None:
+    capsys.readouterr()
+    argv = ["predict", "--study", name, "--storage", references, "--batch", "4096", "--json"]
+    assert main(argv) == 0
+    (p,) = json.loads(capsys.readouterr().out)["predictions"]
+    assert p["batch_size"] == 4096 and p["extrapolation_octaves"] == pytest.approx(2.0)
+    assert 0 < p["lr"] < p["stability_edge"] and p["lr"] <= p["stability_edge_low"]
+    assert p["lr_low"] < p["lr_high"] and p["law"] in p["laws"]
+    assert {"linear", "power_law", "saturating", "surge"} <= set(p["laws"])
+    assert sum(law["weight"] for law in p["laws"].values()) == pytest.approx(1.0)
+    assert set(p["rules"]) == {"constant", "linear", "square_root"}
+    for entry in [*p["laws"].values(), *p["rules"].values()]:
+        assert entry["above_edge"] == (entry["lr"] >= p["stability_edge_low"])
+    far = "2.0 octaves above the largest batch size measured (1024)"
+    assert any(far in warning for warning in p["warnings"])
+
+
+def test_predict_from_a_study_prints_the_answer_and_the_evidence(references: str, capsys) -> None:
+    capsys.readouterr()
+    argv = ["predict", "--study", "adam_mnist1d", "--storage", references]
+    assert main([*argv, "--batch", "4096", "--batch", "64"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Recommended learning rate" in out and "2.0 octaves" in out and "warning:" in out
+    assert "B = 64:" in out and "measured at this batch size" in out
+    assert "rules from η0 = 0.000745 at B0 = 16" in out
+
+
+def test_predict_names_the_setting_it_cannot_use(references: str, workdir: Path, capsys) -> None:
+    study = ["--study", "adam_mnist1d", "--storage", references]
+    one_batch = workdir / "one.csv"
+    one_batch.write_text("batch_size,lr,metric\n64,0.01,2\n64,0.02,1\n64,0.04,2\n")
+    assert main(["import", str(one_batch), "--storage", references, "--study", "one"]) == 0
+    cases = [
+        ([*study, "--base-lr", "0.01", "--batch", "4096"], "--base-lr given with --study"),
+        (["--study", "nope", "--storage", references, "--batch", "4096"], "'nope' is not in"),
+        ([*study, "--batch", "0"], "--batch 0: accepted: a positive"),
+        (["--batch", "4096"], "--base-lr and --base-batch missing"),
+        (["--base-lr", "1", "--base-batch", "16", "--batch", "64", "--json"], "--json: accepted"),
+        (["--study", "one", "--storage", references, "--batch", "4096"], "1 of 1 batch sizes"),
+    ]
+    capsys.readouterr()
+    for args, message in cases:
+        assert main(["predict", *args]) == 2, args
+        assert message in " ".join(capsys.readouterr().out.split())
+    assert main(["report", *study, "--predict", "-8"]) == 2
+    assert "--predict -8: accepted: a positive" in capsys.readouterr().out

@@ -17,6 +17,7 @@ import optuna
 import pytest
 from conftest import ROOT
 
+from lrbatch.cli import main
 from lrbatch.config import ConfigError, load_config
 from lrbatch.plan import SweepPlan
 from lrbatch.report import build_report, publish, summary, write_report
@@ -350,3 +351,29 @@ def test_a_rule_skipped_above_an_edge_measured_at_a_larger_batch_counts_as_diver
     for regret in at_16:
         assert not any(abs(lr / regret.predicted_lr - 1) < 0.01 for lr in tried)  # no trial
         assert math.isinf(regret.regret)  # ...yet the report says it is above the edge
+
+
+def test_report_predicts_at_the_batch_sizes_asked_for(workdir: Path, capsys) -> None:
+    url = f"sqlite:///{workdir}/sgd.db"
+    import_csv(ROOT / "docs" / "results" / "sgd_mnist1d" / "trials.csv", url, "sgd")
+    argv = ["report", "--storage", url, "--out", "out", "--no-dashboard"]
+    assert main([*argv, "--predict", "2048", "--predict", "4096"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Recommended learning rate — study 'sgd'" in out and "B = 4096:" in out
+    data = json.loads((workdir / "out" / "summary.json").read_text())
+    jsonschema.validate(data, SCHEMA)
+    assert [p["batch_size"] for p in data["predictions"]] == [2048, 4096]
+    assert [p["extrapolation_octaves"] for p in data["predictions"]] == [1.0, 2.0]
+    assert all(p["lr"] < p["stability_edge"] for p in data["predictions"])
+
+    report = build_report(open_study(url, "sgd"), [4096])
+    assert data["stability_edge"] is None and report.edge is None  # one batch size diverged
+    series = {s.name: s for s in report.figures()[0].series}
+    assert list(series["predicted (90% interval)"].x) == [4096]
+    extrapolated = [s for name, s in series.items() if name.endswith("(extrapolated)")]
+    assert extrapolated and all(s.dashed for s in extrapolated)
+    assert max(x for s in extrapolated for x in s.x if not math.isnan(x)) == pytest.approx(4096)
+    measured = [s for name, s in series.items() if name.startswith("fit: ") and not s.dashed]
+    assert measured and all(max(s.x) == pytest.approx(1024) for s in measured)
+    assert list(series["stability edge: lowest lr that diverged"].x) == [32]
+    assert 1024 in series["no divergence up to (edge above)"].x

@@ -21,7 +21,8 @@ __all__ = ["to_plotly", "to_png"]
 
 _FAINT = 0.3  # opacity of faint series (individual trials behind their means)
 _BAND = 0.15  # opacity of a mark's shaded interval
-_MARKERS = {"circle": "o", "x": "x", "triangle-up": "^", "triangle-down": "v"}  # matplotlib's
+# matplotlib's markers, by plotly's names
+_MARKERS = {"circle": "o", "x": "x", "triangle-up": "^", "triangle-down": "v", "diamond": "D"}
 _LINES = {"solid": "-", "dash": "--", "dot": ":"}  # matplotlib's, by plotly's names
 
 

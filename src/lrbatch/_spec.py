@@ -35,7 +35,7 @@ class Series:
     y_low: Sequence[float] | None = None
     y_high: Sequence[float] | None = None
     dashed: bool = False
-    symbol: str = "circle"  # circle | x | triangle-up | triangle-down
+    symbol: str = "circle"  # circle | x | triangle-up | triangle-down | diamond
     color: str | None = None
     faint: bool = False  # drawn light: individual trials behind their means
 

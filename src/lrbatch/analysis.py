@@ -5,6 +5,7 @@ Pure functions, numbers in and numbers out (no Optuna): the study, or an importe
 turned into :class:`TrialPoint` s by the caller. The data path::
 
     points ─ batch_optima ─ fit_laws ─ verdict
+       │            └──── fit_edge ─ predict_at (with the optima)
        └──── rule_regrets (with the optima)
        └──── critical_batch (target budget: value is steps to target)
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from lrbatch._edge import EdgeEstimate, EdgeFit, edge_at, fit_edge
 from lrbatch._optima import (
     BEST_POINT,
     SAME_LR,
@@ -30,6 +32,7 @@ from lrbatch._optima import (
     batch_optima,
     group_levels,
 )
+from lrbatch._predict import Prediction, predict_at
 from lrbatch._verdict import LawFit, SurgeEvidence, Verdict, fit_laws, surge_evidence, verdict
 from lrbatch.laws import LAWS, bootstrap_log_law, law_params
 from lrbatch.rules import RULE_NAMES, predict
@@ -38,14 +41,20 @@ __all__ = [
     "LAWS",
     "BatchOptimum",
     "CriticalBatch",
+    "EdgeEstimate",
+    "EdgeFit",
     "LawFit",
+    "Prediction",
     "RuleRegret",
     "SurgeEvidence",
     "TrialPoint",
     "Verdict",
     "batch_optima",
     "critical_batch",
+    "edge_at",
+    "fit_edge",
     "fit_laws",
+    "predict_at",
     "rule_regrets",
     "surge_evidence",
     "verdict",

@@ -2,8 +2,9 @@
 
 lrbatch sweep [SWEEP_FILE] [OVERRIDES...]      run or resume a sweep
 lrbatch worker --storage URL --study NAME [KEY=VALUE...]    join a sweep's study
+lrbatch predict --study NAME [--storage URL] --batch 4096 [--batch ...] [--json]
 lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
-lrbatch report [--storage URL] [--study NAME] [--out DIR]   analyse a study
+lrbatch report [--storage URL] [--study NAME] [--out DIR] [--predict 4096 ...]
 lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
 lrbatch import FILE.csv --storage URL --study NAME          load a grid measured elsewhere
 
@@ -172,6 +173,32 @@ def _print_report(cfg: DictConfig, console: Console) -> None:
 
 
 def _predict(args: argparse.Namespace, console: Console) -> int:
+    for batch in args.batch:
+        if batch <= 0:
+            raise ConfigError(f"--batch {batch}: accepted: a positive effective batch size")
+    rule_flags = {
+        "--base-lr": args.base_lr,
+        "--base-batch": args.base_batch,
+        "--b-noise": args.b_noise,
+        "--alpha": args.alpha,
+    }
+    if args.study is not None or args.storage is not None:
+        given = [flag for flag, value in rule_flags.items() if value is not None]
+        if given:
+            raise ConfigError(
+                f"{' and '.join(given)} given with --study: accepted: either --study NAME (the "
+                "study's laws, stability edge and η0) or --base-lr and --base-batch (each rule "
+                "from that base point)"
+            )
+        return _predict_study(args, console)
+    missing = [flag for flag in ("--base-lr", "--base-batch") if rule_flags[flag] is None]
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} missing: accepted: --study NAME, or --base-lr and "
+            "--base-batch"
+        )
+    if args.json:
+        raise ConfigError("--json: accepted with --study only")
     table = Table(
         title=f"Learning rate by rule, anchored at η0 = {args.base_lr:g} for B0 = {args.base_batch}"
     )
@@ -198,6 +225,36 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
             cells.append(f"{power_law(batch, args.base_batch, args.base_lr, args.alpha):.4g}")
         table.add_row(str(batch), *cells)
     console.print(table)
+    return 0
+
+
+def _predict_study(args: argparse.Namespace, console: Console) -> int:
+    """`lrbatch predict --study`: the learning rate at each --batch from a study's analysis."""
+    import json
+    from dataclasses import asdict
+
+    from lrbatch.predictions import prediction_view
+    from lrbatch.report import build_report, json_ready
+    from lrbatch.study_io import find_last_study, open_study
+
+    study = open_study(args.storage or find_last_study(), args.study)
+    report = build_report(study, args.batch)
+    if not report.predictions:
+        bracketed = sum(o.bracketed for o in report.optima)
+        raise ConfigError(
+            f"--study {study.study_name}: {bracketed} of {len(report.optima)} batch sizes "
+            "bracketed their optimum; a prediction needs at least 2 (run the sweep further)"
+        )
+    if args.json:
+        anchor = {"batch_size": report.base_batch, "lr": report.base_lr}
+        predictions = [asdict(p) for p in report.predictions]
+        data = {"study": study.study_name, "base_point": anchor, "predictions": predictions}
+        print(json.dumps(json_ready(data), indent=2, allow_nan=False))
+    else:
+        view = prediction_view(
+            study.study_name, report.predictions, report.base_batch, report.base_lr
+        )
+        console.print(view)
     return 0
 
 
@@ -252,16 +309,27 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     pred = commands.add_parser(
-        "predict", help="print each rule's learning rate at other batch sizes"
+        "predict",
+        help="the learning rate at other batch sizes: from a study, or each rule from a base point",
+        description="`lrbatch predict --study NAME --batch 4096`: the recommended learning rate "
+        "with its 90% interval from the study's fitted laws, kept below the stability edge, "
+        "each law's and rule's value, and how far outside the measured batch sizes. "
+        "`lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512`: each rule's value.",
+    )
+    pred.add_argument(
+        "--study", default=None, help="predict from this study's optima (its name, study.name)"
+    )
+    pred.add_argument(
+        "--storage", default=None, help="SQLAlchemy URL (default: the last sweep's in ./runs/)"
     )
     pred.add_argument(
         "--base-lr",
         type=float,
-        required=True,
+        default=None,
         help="η0: the learning rate known best at --base-batch",
     )
     pred.add_argument(
-        "--base-batch", type=int, required=True, help="B0: effective batch size of the base point"
+        "--base-batch", type=int, default=None, help="B0: effective batch size of the base point"
     )
     pred.add_argument(
         "--batch",
@@ -277,6 +345,7 @@ def _parser() -> argparse.ArgumentParser:
         help="B_noise (saturating) and B_peak (surge), in samples",
     )
     pred.add_argument("--alpha", type=float, default=None, help="exponent of a power-law rule")
+    pred.add_argument("--json", action="store_true", help="with --study: print one JSON object")
 
     report = commands.add_parser(
         "report", help="analyse a study: optima, laws, rules' regret, plots"
@@ -284,6 +353,14 @@ def _parser() -> argparse.ArgumentParser:
     _study_arguments(report)
     report.add_argument(
         "--out", type=Path, default=None, help="report directory (default: runs/<study>-report)"
+    )
+    report.add_argument(
+        "--predict",
+        type=int,
+        action="append",
+        default=[],
+        metavar="BATCH",
+        help="also predict the learning rate at this effective batch size (repeatable)",
     )
     report.add_argument(
         "--no-dashboard",
@@ -329,8 +406,11 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.report import build_report, publish, render, write_report
     from lrbatch.study_io import find_last_study, open_study
 
+    for batch in args.predict:
+        if batch <= 0:
+            raise ConfigError(f"--predict {batch}: accepted: a positive effective batch size")
     study = open_study(args.storage or find_last_study(), args.study)
-    report = build_report(study)
+    report = build_report(study, args.predict)
     console.print(render(report))
     out = args.out or Path("runs") / f"{study.study_name}-report"
     written = write_report(report, study, out)

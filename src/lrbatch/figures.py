@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from lrbatch._curves import curves_figure
 from lrbatch._render import to_plotly, to_png
 from lrbatch._spec import PALETTE, FigureSpec, Heatmap, Mark, Panel, Series, geomspace
-from lrbatch.analysis import BatchOptimum, CriticalBatch, LawFit, TrialPoint
+from lrbatch.analysis import BatchOptimum, CriticalBatch, EdgeFit, LawFit, Prediction, TrialPoint
 
 __all__ = [
     "FigureSpec",
@@ -31,11 +31,23 @@ def optimum_figure(
     optima: Sequence[BatchOptimum],
     fits: Sequence[LawFit],
     rule_lines: Mapping[str, Sequence[float]],
+    edge: EdgeFit | None = None,
+    predictions: Sequence[Prediction] = (),
 ) -> FigureSpec:
     """Optimal learning rate against batch size (log–log), with 90% intervals, the rules
-    (anchored at the base point) and the fitted laws."""
+    (anchored at the base point), the fitted laws and the stability edge (▼ the lowest lr that
+    diverged, ▲ the highest tried where none did, its law as a dotted line). With
+    ``predictions`` the axis reaches their batch sizes: the laws are dashed past the measured
+    ones and each prediction is a ◆ with its 90% interval."""
     batches = [o.batch_size for o in optima]
-    grid = geomspace(min(batches), max(batches), 60) if batches else []
+    if not batches:
+        return FigureSpec("optimal_lr", "Optimal learning rate vs batch size", "", "", log_y=True)
+    low, high = min(batches), max(batches)
+    asked = [p.batch_size for p in predictions]
+    first, last = min([low, *asked]), max([high, *asked])
+    grid = geomspace(low, high, 60)
+    # past the measured batch sizes, on either side (nan: a gap in the line)
+    outside = [*geomspace(first, low, 20)[:-1], math.nan, *geomspace(high, last, 20)[1:]]
     series = [
         Series(
             "measured optimum (90% interval)",
@@ -59,14 +71,24 @@ def optimum_figure(
             )
         )
     for i, fit in enumerate(fits):
+        color = PALETTE[(i + 4) % 10]
+        values = [fit.predict(b) for b in grid]
+        series.append(Series(f"fit: {fit.law}", grid, values, True, False, color=color))
+        if predictions:
+            values = [math.nan if math.isnan(b) else fit.predict(b) for b in outside]
+            name = f"fit: {fit.law} (extrapolated)"
+            series.append(Series(name, outside, values, True, False, dashed=True, color=color))
+    series += _edge_series(optima, edge, geomspace(first, last, 60))
+    if predictions:
         series.append(
             Series(
-                f"fit: {fit.law}",
-                grid,
-                [fit.predict(b) for b in grid],
-                lines=True,
-                markers=False,
-                color=PALETTE[(i + 4) % 10],
+                "predicted (90% interval)",
+                [p.batch_size for p in predictions],
+                [p.lr for p in predictions],
+                y_low=[p.lr_low for p in predictions],
+                y_high=[p.lr_high for p in predictions],
+                symbol="diamond",
+                color="#d62728",
             )
         )
     return FigureSpec(
@@ -77,6 +99,34 @@ def optimum_figure(
         log_y=True,
         series=series,
     )
+
+
+def _edge_series(
+    optima: Sequence[BatchOptimum], edge: EdgeFit | None, grid: Sequence[float]
+) -> list[Series]:
+    """The stability edge: measured (▼), bounded below where nothing diverged (▲), its law."""
+    diverged = [(o.batch_size, o.stability_edge) for o in optima if o.stability_edge is not None]
+    bounded = [(o.batch_size, o.stable_lr) for o in optima if o.stability_edge is None]
+    marks = (
+        ("stability edge: lowest lr that diverged", diverged, "triangle-down", "#7f7f7f"),
+        ("no divergence up to (edge above)", bounded, "triangle-up", "#bcbd22"),
+    )
+    series = [
+        Series(
+            name,
+            [b for b, _ in points],
+            [lr or math.nan for _, lr in points],
+            symbol=symbol,
+            color=color,
+        )
+        for name, points, symbol, color in marks
+        if points
+    ]
+    if edge is not None:
+        name = f"stability edge law ∝ B^{edge.exponent:.2f}"
+        values = [edge.predict(b)[0] for b in grid]
+        series.append(Series(name, grid, values, True, False, dashed=True, color="#7f7f7f"))
+    return series
 
 
 def heatmap_figure(

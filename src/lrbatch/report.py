@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,17 @@ from lrbatch import __version__
 from lrbatch.analysis import (
     BatchOptimum,
     CriticalBatch,
+    EdgeFit,
     LawFit,
+    Prediction,
     RuleRegret,
     TrialPoint,
     Verdict,
     batch_optima,
     critical_batch,
+    fit_edge,
     fit_laws,
+    predict_at,
     rule_regrets,
     verdict,
 )
@@ -43,11 +48,21 @@ from lrbatch.figures import (
     to_plotly,
     to_png,
 )
+from lrbatch.predictions import prediction_view
 from lrbatch.progress import format_lr
 from lrbatch.rules import predict
 from lrbatch.study_io import load_points
 
-__all__ = ["SCHEMA", "Report", "build_report", "publish", "render", "summary", "write_report"]
+__all__ = [
+    "SCHEMA",
+    "Report",
+    "build_report",
+    "json_ready",
+    "publish",
+    "render",
+    "summary",
+    "write_report",
+]
 
 SCHEMA = "lrbatch.report/1"  # summary.json's "schema"; JSON Schema: summary.schema.json
 _DEFAULT_RULES = ("constant", "linear", "square_root")
@@ -70,6 +85,8 @@ class Report:
     verdict: Verdict | None
     regrets: list[RuleRegret]
     critical: CriticalBatch | None
+    edge: EdgeFit | None = None  # the stability edge's law across batch sizes
+    predictions: list[Prediction] = field(default_factory=list)  # at the batch sizes asked for
 
     def rule_lines(self) -> dict[str, list[float]]:
         """Each rule's learning rate at each measured batch size."""
@@ -95,14 +112,25 @@ class Report:
             heatmap_figure(self.points, self.metric, self.minimize),
         ]
         if self.optima:  # none when every trial diverged
-            specs.insert(0, optimum_figure(self.optima, self.supported_fits(), self.rule_lines()))
+            fits, rules = self.supported_fits(), self.rule_lines()
+            specs.insert(0, optimum_figure(self.optima, fits, rules, self.edge, self.predictions))
         if self.critical is not None:
             specs.append(target_figure(self.critical))
         return specs
 
 
-def build_report(study: optuna.Study) -> Report:
-    """Analyse a study made by ``lrbatch sweep`` (or ``lrbatch import``)."""
+def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Report:
+    """Analyse a study made by ``lrbatch sweep`` (or ``lrbatch import``).
+
+    Args:
+        study: the study.
+        predict_batches: effective batch sizes to predict the learning rate at
+            (:func:`lrbatch.analysis.predict_at`); none when fewer than two batch sizes
+            bracketed their optimum.
+
+    Raises:
+        ValueError: a batch size in ``predict_batches`` that is not positive.
+    """
     config: dict[str, Any] = study.user_attrs.get("lrbatch.config") or {}
     sweep = config.get("sweep", {})
     budget = config.get("budget", {})
@@ -125,6 +153,10 @@ def build_report(study: optuna.Study) -> Report:
         else rule_regrets(points, optima, base_batch, base_lr, rules, minimize, b_noise)
     )
     target = budget.get("kind") == "target" or any(p.reached_target is not None for p in points)
+    edge = fit_edge(optima)
+    predictions = []
+    if predict_batches and sum(o.bracketed for o in optima) >= 2:
+        predictions = predict_at(optima, predict_batches, edge, base_batch, base_lr, rules, b_noise)
     return Report(
         study_name=study.study_name,
         metric="steps to target"
@@ -141,6 +173,8 @@ def build_report(study: optuna.Study) -> Report:
         verdict=verdict(fits, optima, base_batch, base_lr) if optima else None,
         regrets=regrets,
         critical=critical_batch(points) if target else None,
+        edge=edge,
+        predictions=predictions,
     )
 
 
@@ -163,19 +197,20 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with non-finite floats as None, tuples as lists and keys as strings."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def summary(report: Report) -> dict[str, Any]:
     """``summary.json``'s content (schema :data:`SCHEMA`; non-finite numbers become null)."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float):
-            return _finite(value)
-        if isinstance(value, dict):
-            return {str(k): clean(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [clean(v) for v in value]
-        return value
-
-    return clean(
+    return json_ready(
         {
             "schema": SCHEMA,
             "lrbatch_version": __version__,
@@ -192,6 +227,8 @@ def summary(report: Report) -> dict[str, Any]:
             "verdict": None if report.verdict is None else asdict(report.verdict),
             "regrets": [{**asdict(r), "status": _regret_status(r)} for r in report.regrets],
             "critical_batch": None if report.critical is None else asdict(report.critical),
+            "stability_edge": None if report.edge is None else asdict(report.edge),
+            "predictions": [asdict(p) for p in report.predictions],
         }
     )
 
@@ -265,6 +302,12 @@ def render(report: Report) -> Group:
         )
 
     parts: list[Any] = [optima, rules, laws]
+    if report.predictions:
+        parts.append(
+            prediction_view(
+                report.study_name, report.predictions, report.base_batch, report.base_lr
+            )
+        )
     if report.critical is not None:
         c = report.critical
         parts.append(
