@@ -174,7 +174,7 @@ def _edge_series(
         if points
     ]
     if edge is not None:
-        name = f"stability edge law ∝ B^{edge.exponent:.2f}"
+        name = "stability edge law: " + " & ".join(law.law for law in edge.laws)
         values = [edge.predict(b)[0] for b in grid]
         series.append(Series(name, grid, values, True, False, dashed=True, color="#7f7f7f"))
     return series
