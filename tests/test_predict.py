@@ -144,7 +144,7 @@ def test_recommendation_stays_below_the_edge_and_risky_values_are_flagged() -> N
         assert p.stability_edge is not None and p.stability_edge_low is not None
         assert p.lr <= min(p.stability_edge_low, 0.5 * p.stability_edge) and p.capped
         assert p.rules["linear"]["above_edge"] and not p.rules["constant"]["above_edge"]
-        assert any(w.startswith("MAY DIVERGE") and "linear" in w for w in p.warnings)
+        assert any(w.startswith("MAY DIVERGE") and "rule linear" in w for w in p.warnings)
         assert any("capped" in w for w in p.warnings)
     measured, far = predictions
     assert measured.stability_edge_source == "measured"
