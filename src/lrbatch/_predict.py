@@ -112,8 +112,9 @@ class Prediction:
 
     Attributes:
         batch_size: effective batch size.
-        lr: the recommended learning rate: the laws' weighted median, capped at
-            ``stability_edge_low`` and at half ``stability_edge``.
+        lr: the recommended learning rate: ``lr_laws``, capped at ``stability_edge_low``
+            and at half ``stability_edge``.
+        lr_laws: the laws' weighted median: the estimated optimum, before the cap.
         lr_low: lower end of the optimum's 90% interval (the laws' mixture).
         lr_high: upper end of it.
         law: the law with the largest weight.
@@ -134,6 +135,7 @@ class Prediction:
 
     batch_size: int
     lr: float
+    lr_laws: float
     lr_low: float
     lr_high: float
     law: str
@@ -299,6 +301,7 @@ def _prediction(
     return Prediction(
         batch_size=batch,
         lr=float(lr),
+        lr_laws=float(median),
         lr_low=float(low),
         lr_high=float(high),
         law=ranked[0].law,
