@@ -145,8 +145,11 @@ def main() -> None:
         f"B = 16 … {args.b_max}, σ = {args.noise} in ln η, predictions at "
         f"{' and '.join(f'{f}×' for f in FACTORS)} B_max, {args.repeats} repeats each\n"
     )
+    print("|log10 error| of the recommended lr: median, 90% quantile, max; share ≤ 0.15 decade;")
+    print("share of 90% intervals holding the truth; share capped by the edge; count of lr above")
+    print("the true edge\n")
     print(
-        f"{'truth':<25} {'|err| decade q50':>6} {'q90':>6} {'max':>6} "
+        f"{'truth':<25} {'q50':>6} {'q90':>6} {'max':>6} "
         f"{'≤0.15':>7} {'cover':>7} {'capped':>6} {'>edge':>5} {'s/rep':>6}"
     )
     for name, truth in TRUTHS.items():

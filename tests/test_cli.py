@@ -197,3 +197,15 @@ def test_predict_names_the_setting_it_cannot_use(references: str, workdir: Path,
         assert message in " ".join(capsys.readouterr().out.split())
     assert main(["report", *study, "--predict", "-8"]) == 2
     assert "--predict -8: accepted: a positive" in capsys.readouterr().out
+
+
+def test_predict_reads_the_last_sweeps_storage_without_storage(workdir: Path, capsys) -> None:
+    trials = ROOT / "docs" / "results" / "lion_mnist1d" / "trials.csv"
+    (workdir / "runs").mkdir()
+    assert (
+        main(["import", str(trials), "--storage", "sqlite:///runs/lion.db", "--study", "lion"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["predict", "--study", "lion", "--batch", "2048", "--json"]) == 0
+    (p,) = json.loads(capsys.readouterr().out)["predictions"]
+    assert p["batch_size"] == 2048 and p["extrapolation_octaves"] == pytest.approx(1.0)

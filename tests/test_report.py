@@ -369,7 +369,8 @@ def test_report_predicts_at_the_batch_sizes_asked_for(workdir: Path, capsys) -> 
     report = build_report(open_study(url, "sgd"), [4096])
     assert data["stability_edge"] is None and report.edge is None  # one batch size diverged
     series = {s.name: s for s in report.figures()[0].series}
-    assert list(series["predicted (90% interval)"].x) == [4096]
+    assert list(series["predicted optimum (90% interval)"].x) == [4096]
+    assert list(series["recommended: capped below the stability edge"].x) == [4096]
     extrapolated = [s for name, s in series.items() if name.endswith("(extrapolated)")]
     assert extrapolated and all(s.dashed for s in extrapolated)
     assert max(x for s in extrapolated for x in s.x if not math.isnan(x)) == pytest.approx(4096)

@@ -94,14 +94,15 @@ def law_draws(optima: Sequence[BatchOptimum], n_boot: int = 200, seed: int = 0) 
         theta, draws = bootstrap_log_law(law, log_b, log_lr, sigma, n_boot, rng, ref)
         chi2 = float(np.sum(((log_lr - log_law(law, theta, log_b, ref)) / sigma) ** 2))
         fitted.append((law, theta, draws, chi2))
+    if not fitted:
+        return []
     dispersion = [chi2 / (n - 2) for law, _, _, chi2 in fitted if len(PARAMETERS[law]) == 2]
-    c_hat = max([1.0, min(dispersion)] if dispersion else [1.0])
+    c_hat = max(1.0, min(dispersion, default=1.0))
     aic = np.array([chi2 / c_hat + 2 * len(PARAMETERS[law]) for law, _, _, chi2 in fitted])
-    weights = np.exp(-(aic - aic.min()) / 2) if fitted else aic
-    weights /= weights.sum() if fitted else 1.0
+    weights = np.exp(-(aic - aic.min()) / 2)
     return [
         LawDraws(law, theta, draws, ref, chi2, float(weight))
-        for (law, theta, draws, chi2), weight in zip(fitted, weights, strict=True)
+        for (law, theta, draws, chi2), weight in zip(fitted, weights / weights.sum(), strict=True)
     ]
 
 
@@ -111,8 +112,9 @@ class Prediction:
 
     Attributes:
         batch_size: effective batch size.
-        lr: the recommended learning rate: the laws' weighted median, capped at
-            ``stability_edge_low`` and at half ``stability_edge``.
+        lr: the recommended learning rate: ``lr_laws``, capped at ``stability_edge_low``
+            and at half ``stability_edge``.
+        lr_laws: the laws' weighted median: the estimated optimum, before the cap.
         lr_low: lower end of the optimum's 90% interval (the laws' mixture).
         lr_high: upper end of it.
         law: the law with the largest weight.
@@ -133,6 +135,7 @@ class Prediction:
 
     batch_size: int
     lr: float
+    lr_laws: float
     lr_low: float
     lr_high: float
     law: str
@@ -245,16 +248,10 @@ def _prediction(
     cap = math.inf if edge is None else min(edge.low, EDGE_MARGIN * edge.lr)
     lr = min(median, cap)
     capped = lr < median
-    laws = {
-        f.law: {
-            "lr": float(np.exp(f.log_lr(np.array([float(batch)]))[0])),
-            "weight": f.weight,
-            "above_edge": False,
-        }
-        for f in fits
-    }
-    for entry in laws.values():
-        entry["above_edge"] = _flag(entry["lr"], edge)
+    laws = {}
+    for f in fits:
+        lr_law = float(np.exp(f.log_lr(np.array([float(batch)]))[0]))
+        laws[f.law] = {"lr": lr_law, "weight": f.weight, "above_edge": _flag(lr_law, edge)}
     rules = {name: {"lr": r, "above_edge": _flag(r, edge)} for name, r in anchored.items()}
     mixed = [f"{f.law} {f.weight:.0%}" for f in ranked[1:] if f.weight >= 0.05]
     why = (
@@ -290,7 +287,12 @@ def _prediction(
             "highest lr that trained at a batch size up to this one, assuming the edge does "
             "not fall as the batch grows"
         )
-    risky = [f"{name} {e['lr']:.3g}" for name, e in {**laws, **rules}.items() if e["above_edge"]]
+    risky = [
+        f"{kind} {name} {e['lr']:.3g}"
+        for kind, entries in (("law", laws), ("rule", rules))
+        for name, e in entries.items()
+        if e["above_edge"]
+    ]
     if edge is not None and risky:
         warnings.append(
             f"MAY DIVERGE: {', '.join(risky)} at or above the stability edge's lower end "
@@ -299,6 +301,7 @@ def _prediction(
     return Prediction(
         batch_size=batch,
         lr=float(lr),
+        lr_laws=float(median),
         lr_low=float(low),
         lr_high=float(high),
         law=ranked[0].law,

@@ -38,7 +38,8 @@ def optimum_figure(
     (anchored at the base point), the fitted laws and the stability edge (▼ the lowest lr that
     diverged, ▲ the highest tried where none did, its law as a dotted line). With
     ``predictions`` the axis reaches their batch sizes: the laws are dashed past the measured
-    ones and each prediction is a ◆ with its 90% interval."""
+    ones, each prediction is a ◆ with its 90% interval, and a recommendation the edge capped
+    is a ×."""
     batches = [o.batch_size for o in optima]
     if not batches:
         return FigureSpec("optimal_lr", "Optimal learning rate vs batch size", "", "", log_y=True)
@@ -82,15 +83,20 @@ def optimum_figure(
     if predictions:
         series.append(
             Series(
-                "predicted (90% interval)",
+                "predicted optimum (90% interval)",
                 [p.batch_size for p in predictions],
-                [p.lr for p in predictions],
+                [p.lr_laws for p in predictions],
                 y_low=[p.lr_low for p in predictions],
                 y_high=[p.lr_high for p in predictions],
                 symbol="diamond",
                 color="#d62728",
             )
         )
+        capped = [p for p in predictions if p.capped]
+        if capped:
+            x, y = [p.batch_size for p in capped], [p.lr for p in capped]
+            name = "recommended: capped below the stability edge"
+            series.append(Series(name, x, y, symbol="x", color="#d62728"))
     return FigureSpec(
         "optimal_lr",
         "Optimal learning rate vs batch size",
@@ -123,7 +129,7 @@ def _edge_series(
         if points
     ]
     if edge is not None:
-        name = f"stability edge law ∝ B^{edge.exponent:.2f}"
+        name = "stability edge law: " + " & ".join(law.law for law in edge.laws)
         values = [edge.predict(b)[0] for b in grid]
         series.append(Series(name, grid, values, True, False, dashed=True, color="#7f7f7f"))
     return series
