@@ -15,8 +15,9 @@ tried an lr that high, and only a lower bound (the edge ÷ 2–4) is known.
 Predictions at 4× and 8× B_max are compared with the truth: the quantiles of |log10 error|
 of the laws' optimum and of the recommended lr (the optimum, capped below the stability
 edge), the share within 0.15 decade, how often the 90% interval contains the truth, how often
-the stability edge capped the recommendation, and how often it lay above the true edge (it
-must never).
+the stability edge capped the recommendation, how often it lay above the true edge (it
+must never), how often the prediction warned that the batch scale (B_noise, B_peak) is not
+pinned by the measured batch sizes, and the share within 0.15 decade of the others.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class Outcome:
     covered: np.ndarray  # the 90% interval contains the truth
     capped: np.ndarray  # the stability edge lowered the recommendation
     above_edge: np.ndarray  # the recommendation lay above the true edge
+    identified: np.ndarray  # no "batch scale not pinned" warning came with the prediction
     seconds: float
 
     def row(self, name: str) -> str:
@@ -106,9 +108,12 @@ class Outcome:
         for errors in (np.abs(self.optimum_errors), np.abs(self.errors)):
             q50, q90, q_max = np.quantile(errors, [0.5, 0.9, 1.0])
             cells.append(f"{q50:6.3f} {q90:6.3f} {q_max:6.3f} {np.mean(errors <= DECADE):6.0%}")
+        pinned = np.abs(self.errors[self.identified])
+        within = f"{np.mean(pinned <= DECADE):6.0%}" if len(pinned) else f"{'—':>6}"
         return (
             f"{name:<24} {cells[0]} │ {cells[1]} │ {np.mean(self.covered):5.0%} "
-            f"{np.mean(self.capped):6.0%} {int(np.sum(self.above_edge)):>5} {self.seconds:5.2f}"
+            f"{np.mean(self.capped):6.0%} {int(np.sum(self.above_edge)):>5} "
+            f"{np.mean(~self.identified):6.0%} {within} {self.seconds:5.2f}"
         )
 
 
@@ -137,6 +142,7 @@ def measure(
                     p.lr_low <= true_lr <= p.lr_high,
                     p.capped,
                     p.lr > k * true_lr,
+                    p.scale_identified,
                 )
             )
     columns = (np.array(column) for column in zip(*records, strict=True))
@@ -155,13 +161,14 @@ def main() -> None:
     )
     print("|log10 error| (median, 90% quantile, max, share ≤ 0.15 decade) of the laws' optimum")
     print("and of the recommended lr (the optimum capped below the stability edge); share of")
-    print("90% intervals holding the true optimum; share capped; count of lr above the true edge\n")
+    print("90% intervals holding the true optimum; share capped; count of lr above the true edge;")
+    print("share warned that the batch scale is not pinned; recommended ≤ 0.15 decade unwarned\n")
     optimum, recommended = "laws' optimum", "recommended lr"
     print(f"{'':<24} {optimum:^27} │ {recommended:^27} │")
     quantiles = f"{'q50':>6} {'q90':>6} {'max':>6} {'≤0.15':>6}"
     print(
         f"{'truth':<24} {quantiles} │ {quantiles} │ {'cover':>5} {'capped':>6} {'>edge':>5} "
-        f"{'s/rep':>5}"
+        f"{'warned':>6} {'≤0.15':>6} {'s/rep':>5}"
     )
     for name, truth in TRUTHS.items():
         print(measure(truth, args.b_max, args.noise, args.repeats).row(name))

@@ -97,8 +97,10 @@ def test_a_proposal_outside_the_objectives_range_is_a_clear_error() -> None:
 
 
 def test_every_trial_records_the_anchor_and_the_report_anchors_there() -> None:
-    # No configured η0: the plan searches B0 = 16 first, then anchors the rules at its best.
-    plan = SweepPlan(batch_sizes=(16, 64, 256), base_batch=16, lr_min=1e-4, lr_max=1.0, seeds=2)
+    # No configured η0: the plan searches B0 = 64 first, then anchors the rules at its best.
+    # B0 is not the smallest batch size, and the study has no lrbatch config (a study driven
+    # by the sampler outside `lrbatch sweep`): the report must find B0 on the trials.
+    plan = SweepPlan(batch_sizes=(16, 64, 256), base_batch=64, lr_min=1e-4, lr_max=1.0, seeds=2)
     study = make_study(plan)
 
     def objective(trial: optuna.Trial) -> float:
@@ -114,10 +116,14 @@ def test_every_trial_records_the_anchor_and_the_report_anchors_there() -> None:
     for trial in study.trials:
         base_lr = trial.user_attrs["base_lr"]  # recorded by the sampler on every trial
         assert base_lr is None or base_lr == anchor
-        assert trial.params["batch_size"] == 16 or base_lr == anchor  # others wait for η0
+        assert trial.params["batch_size"] == 64 or base_lr == anchor  # others wait for η0
+        assert trial.user_attrs["base_batch"] == 64
         expected = {} if base_lr is None else plan.predictions(trial.params["batch_size"], anchor)
         assert trial.user_attrs["predictions"] == expected
-    assert build_report(study).base_lr == anchor
+    report = build_report(study)
+    assert (report.base_batch, report.base_lr) == (64, anchor)
+    linear = next(r for r in report.regrets if r.rule == "linear" and r.batch_size == 256)
+    assert linear.predicted_lr == pytest.approx(anchor * 4)  # anchored at (64, η0)
 
 
 def test_a_killed_trial_known_to_diverge_by_now_is_not_retried() -> None:

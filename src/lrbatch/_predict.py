@@ -19,13 +19,23 @@ stability edge's interval at B (:func:`lrbatch._edge.edge_at`: a learning rate k
 predicted with 95% confidence, to train without diverging) and at half the edge itself: close
 under the edge, training is erratic (a learning rate that trained with one seed may diverge
 with another), and an optimum is rarely there.
+
+Past the largest measured batch size B_max the edge's laws (power, saturating) cannot fall,
+but the edge can: with Adam and sign-like optimizers a larger batch shrinks the second-moment
+estimate, which raises every step for the same learning rate (the mechanism of the surge;
+Li et al. 2024, arXiv:2405.14578), and the benchmark's surge truths whose peak lies at or past
+B_max put the edge 4–8× out below where the laws extrapolate it. So there the edge's lower end
+is taken no higher than its lower end at B_max times the optimum's pessimistic growth from
+B_max to B: the 5% quantile, over the laws' bootstrap draws, of η_opt(B) / η_opt(B_max) along
+each draw. The edge grows with the optimum where the laws agree that it grows (linear,
+saturating well inside the range) and falls with it where a surge past B_max is possible.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +50,8 @@ __all__ = ["LawDraws", "Prediction", "law_draws", "predict_at"]
 
 _QUANTILES = (0.5, 0.05, 0.95)  # the median and a 90% interval
 EDGE_MARGIN = 0.5  # the recommendation stays at or below this fraction of the stability edge
+_SCALED = {"saturating": "b_noise", "surge": "b_peak"}  # the laws with a batch scale
+_MIXED = 0.05  # a law with at least this Akaike weight is named as mixed in
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,12 @@ class Prediction:
         laws: per law fitted: ``{"lr", "weight", "above_edge"}``; ``above_edge`` when its lr
             is at or above ``stability_edge_low`` (it may diverge).
         rules: per rule anchored at the base point: ``{"lr", "above_edge"}``.
+        scales: per law with a batch scale (saturating: ``b_noise``, surge: ``b_peak``) and
+            weight ≥ 5%: ``{"parameter", "value", "low", "high", "weight"}``, the scale and the
+            5% and 95% quantiles of its bootstrap draws.
+        scale_identified: False when a batch size past the measured ones is asked for and a
+            scale's interval reaches the largest measured batch size: where the optimum stops
+            growing (or starts falling) is then not known, and the laws part past it.
         warnings: what a user must know before using ``lr``, in plain words.
     """
 
@@ -148,6 +166,8 @@ class Prediction:
     extrapolation_octaves: float
     laws: dict[str, dict[str, Any]]
     rules: dict[str, dict[str, Any]]
+    scales: dict[str, dict[str, Any]]
+    scale_identified: bool
     warnings: tuple[str, ...]
 
 
@@ -157,6 +177,19 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray) -> list[float]:
     cumulative = np.cumsum(weights[order])
     positions = np.searchsorted(cumulative / cumulative[-1], _QUANTILES)
     return [float(values[order][min(k, len(values) - 1)]) for k in positions]
+
+
+def _scales(fits: Sequence[LawDraws]) -> dict[str, dict[str, Any]]:
+    """The batch scales of the laws that have one (B_noise, B_peak), weight ≥ 5%."""
+    scales = {}
+    for f in fits:
+        if f.law in _SCALED and f.weight >= _MIXED:
+            low, high = np.exp(np.quantile(f.draws[:, 1], [0.05, 0.95]))
+            value = float(np.exp(f.theta[1]))
+            parameter = _SCALED[f.law]
+            scales[f.law] = {"parameter": parameter, "value": value, "low": float(low)}
+            scales[f.law] |= {"high": float(high), "weight": f.weight}
+    return scales
 
 
 def _flag(lr: float, edge: EdgeEstimate | None) -> bool:
@@ -205,30 +238,53 @@ def predict_at(
             "needs a law, and a law needs at least 2"
         )
     measured = [o.batch_size for o in usable_optima(optima)]
-    targets = np.array(batches, dtype=float)
+    b_max = max(measured)
+    targets = np.array([*batches, b_max], dtype=float)
     draws = np.concatenate([f.log_lr(targets, f.draws) for f in fits])
     weights = np.concatenate([np.full(len(f.draws), f.weight / len(f.draws)) for f in fits])
+    edge_at_max = edge_at(b_max, optima, edge)
     predictions = []
     for j, batch in enumerate(batches):
         median, low, high = np.exp(_weighted_quantiles(draws[:, j], weights))
+        edge_here = edge_at(batch, optima, edge)
+        held = None
+        if batch > b_max and edge_here is not None and edge_at_max is not None:
+            growth = _weighted_quantiles(draws[:, j] - draws[:, -1], weights)[1]
+            held = _no_faster_than(edge_here, edge_at_max.low * math.exp(growth))
+            held, edge_here = (None, edge_here) if held == edge_here else (held, held)
         anchored = (
             {}
             if base_lr is None or base_batch is None
             else predict(base_lr, base_batch, batch, rules, b_noise)
         )
         here = next((o for o in optima if o.batch_size == batch), None)
-        predictions.append(
-            _prediction(
-                batch,
-                (median, low, high),
-                fits,
-                edge_at(batch, optima, edge),
-                (min(measured), max(measured)),
-                anchored,
-                here,
-            )
+        prediction = _prediction(
+            batch,
+            (median, low, high),
+            fits,
+            edge_here,
+            (min(measured), b_max),
+            anchored,
+            here,
         )
+        if held is not None:
+            note = (
+                f"past B = {b_max} the stability edge is taken to grow no faster than the "
+                f"optimum may (its 5% quantile from B = {b_max}): its lower end here is held at "
+                f"{held.low:.3g}, not the edge laws' extrapolation; with Adam or a sign-like "
+                "optimizer the edge can fall as the batch grows"
+            )
+            prediction = replace(prediction, warnings=(*prediction.warnings, note))
+        predictions.append(prediction)
     return predictions
+
+
+def _no_faster_than(edge: EdgeEstimate, bound: float) -> EdgeEstimate:
+    """``edge`` past B_max with its lower end (and its value) held at or below ``bound``: the
+    lower end at B_max times the optimum's pessimistic growth (module docstring)."""
+    if edge.low <= bound:
+        return edge
+    return replace(edge, low=bound, lr=edge.lr * bound / edge.low)
 
 
 def _prediction(
@@ -253,7 +309,7 @@ def _prediction(
         lr_law = float(np.exp(f.log_lr(np.array([float(batch)]))[0]))
         laws[f.law] = {"lr": lr_law, "weight": f.weight, "above_edge": _flag(lr_law, edge)}
     rules = {name: {"lr": r, "above_edge": _flag(r, edge)} for name, r in anchored.items()}
-    mixed = [f"{f.law} {f.weight:.0%}" for f in ranked[1:] if f.weight >= 0.05]
+    mixed = [f"{f.law} {f.weight:.0%}" for f in ranked[1:] if f.weight >= _MIXED]
     why = (
         f"{ranked[0].law} carries {ranked[0].weight:.0%} of the weight of the laws fitted "
         "(Akaike weights of their χ² with the optima's own σ)"
@@ -271,6 +327,21 @@ def _prediction(
             f"B = {batch} is {octaves:.1f} octaves {side} batch size measured "
             f"({measured[1] if batch > measured[1] else measured[0]}): every law is "
             "extrapolated there; the interval says how far to trust it"
+        )
+    scales = _scales(fits)
+    unpinned = [
+        f"{s['parameter']} of {law} ({s['weight']:.0%} weight) {s['low']:.3g}–{s['high']:.3g}"
+        for law, s in scales.items()
+        if s["high"] >= measured[1]
+    ]
+    identified = batch <= measured[1] or not unpinned
+    if not identified:
+        spread = ", ".join(f"{name} {e['lr']:.3g}" for name, e in laws.items())
+        warnings.append(
+            f"the batch scale is not pinned: 90% {'; '.join(unpinned)} reaches the largest "
+            f"batch size measured ({measured[1]}), so where the optimum stops growing, or "
+            f"starts to fall, is not known; at B = {batch} the laws say {spread}: measure a "
+            f"batch size past {measured[1]} before trusting this"
         )
     if edge is None:
         warnings.append(f"no stability edge is known at B = {batch}: lr is not capped by it")
@@ -314,5 +385,7 @@ def _prediction(
         extrapolation_octaves=octaves,
         laws=laws,
         rules=rules,
+        scales=scales,
+        scale_identified=identified,
         warnings=tuple(warnings),
     )

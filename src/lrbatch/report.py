@@ -138,10 +138,11 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
     points = load_points(study.get_trials(deepcopy=False))
     optima = batch_optima(points, minimize=minimize)
     batches = [o.batch_size for o in optima]
-    base_batch = int(sweep.get("base_batch") or (min(batches) if batches else 0))
+    anchor_batch, anchor_lr = _sweep_anchor(study)
+    base_batch = int(sweep.get("base_batch") or anchor_batch or (min(batches) if batches else 0))
     base_lr = (
         sweep.get("base_lr")
-        or _sweep_anchor(study)
+        or anchor_lr
         or next((o.lr_opt for o in optima if o.batch_size == base_batch), None)
     )
     rules = tuple(sweep.get("rules") or _DEFAULT_RULES)
@@ -178,10 +179,14 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
     )
 
 
-def _sweep_anchor(study: optuna.Study) -> float | None:
-    """η0 the sweep anchored its rule predictions at (and so trained them at), if recorded."""
-    anchors = [t.user_attrs.get("base_lr") for t in study.get_trials(deepcopy=False)]
-    return next((float(a) for a in reversed(anchors) if a), None)
+def _sweep_anchor(study: optuna.Study) -> tuple[int | None, float | None]:
+    """(B0, η0) the sampler anchored its rule predictions at (and so trained them at), from
+    the last trial that recorded them (:class:`lrbatch.sampler.LRBatchSampler`); None where
+    not recorded, as in a study imported from CSV."""
+    trials = study.get_trials(deepcopy=False)
+    batch = next((int(b) for t in reversed(trials) if (b := t.user_attrs.get("base_batch"))), None)
+    lr = next((float(a) for t in reversed(trials) if (a := t.user_attrs.get("base_lr"))), None)
+    return batch, lr
 
 
 def _regret_status(regret: RuleRegret) -> str:

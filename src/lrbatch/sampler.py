@@ -210,6 +210,7 @@ class LRBatchSampler(BaseSampler):
             predictions = (
                 {} if base_lr is None else self.plan.predictions(proposal.batch_size, base_lr)
             )
+            storage.set_trial_user_attr(trial._trial_id, "base_batch", self.plan.base_batch)
             storage.set_trial_user_attr(trial._trial_id, "base_lr", base_lr)
             storage.set_trial_user_attr(trial._trial_id, "predictions", predictions)
         value: float = {
