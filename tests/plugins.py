@@ -88,14 +88,22 @@ def quadratic(num_samples: int = 33_792, val_samples: int = 1024, seed: int = 0)
     return x[:split], y[:split], x[split:], y[split:]
 
 
-def quadratic_truth() -> tuple[float, float]:
-    """(B_simple, ε_max) of :func:`quadratic` at :class:`LinearRegression`'s initial weights."""
+def quadratic_truth() -> dict[str, float]:
+    """|G|², tr(Σ), B_simple and ε_max of :func:`quadratic` at :class:`LinearRegression`'s
+    initial weights (the formulas above)."""
     scales, delta = QUADRATIC_SCALES.double(), -QUADRATIC_TEACHER.double()
     curved = scales * delta  # Λδ
-    grad_sq = float(curved @ curved)
-    b_simple = (float(delta @ curved) + QUADRATIC_NOISE**2) * float(scales.sum()) / grad_sq + 1
-    eps_max = grad_sq / (2 * float(curved @ (scales**2 * delta)))
-    return b_simple, eps_max
+    grad_sq = 4 * float(curved @ curved)
+    trace_sigma = 4 * (
+        (float(delta @ curved) + QUADRATIC_NOISE**2) * float(scales.sum()) + float(curved @ curved)
+    )
+    eps_max = float(curved @ curved) / (2 * float(curved @ (scales**2 * delta)))
+    return {
+        "grad_sq": grad_sq,
+        "trace_sigma": trace_sigma,
+        "b_simple": trace_sigma / grad_sq,
+        "eps_max": eps_max,
+    }
 
 
 class LinearRegression(nn.Module):

@@ -21,10 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
 
+from lrbatch.config import ConfigError
 from lrbatch.data import TensorData
 from lrbatch.noise import NoiseEstimate, sgd_optimum
 from lrbatch.noise_torch import LossFn, measure
@@ -35,8 +40,10 @@ __all__ = [
     "PIECE",
     "NoiseScaleRun",
     "TrajectoryPoint",
+    "as_json",
     "base_batch",
     "measurement_batches",
+    "render",
     "run_noise_scale",
 ]
 
@@ -107,7 +114,7 @@ def run_noise_scale(
     cfg: DictConfig,
     lr: float | None,
     lr_source: str,
-    steps: int,
+    steps: int | None,
     points: int,
     batch_size: int | None = None,
     on_measured: Callable[[TrajectoryPoint], None] | None = None,
@@ -119,25 +126,28 @@ def run_noise_scale(
             replaced by ``steps`` steps).
         lr: peak learning rate; None: ε_opt(B0) measured at the initial weights.
         lr_source: says where ``lr`` came from, for the output.
-        steps: optimizer steps of the run.
+        steps: optimizer steps of the run (None: one epoch of the training set at B0).
         points: measurements after the initial one, evenly spaced, the last at ``steps``.
         batch_size: the run's effective batch (default: B0 of ``cfg``).
         on_measured: called after each measurement (a progress bar).
 
     Raises:
-        ValueError: the training set is too small to measure (fewer than 4 × PIECE examples),
-            or ``steps``/``points`` below 1.
+        ConfigError: the training set is too small to measure (fewer than 4 × PIECE examples),
+            ``steps`` or ``points`` below 1, or no lr given where the initial weights give
+            no SGD optimum.
     """
-    if steps < 1 or points < 1:
-        raise ValueError(f"steps={steps}, points={points}: both must be ≥ 1")
+    if (steps is not None and steps < 1) or points < 1:
+        raise ConfigError(f"steps={steps}, points={points}: accepted: both ≥ 1")
     batch = batch_size or base_batch(cfg)
     fabric = make_fabric(cfg.hardware)
     data = load_data(cfg).to(fabric.device)
+    steps = steps or math.ceil(data.num_train / batch)
     batches = measurement_batches(data)
     parts = len(batches[0][0]) // PIECE
     if parts < 2:
-        raise ValueError(
-            f"the training set has {data.num_train} examples; measuring needs at least {4 * PIECE}"
+        raise ConfigError(
+            f"dataset: the training set has {data.num_train} examples; accepted: at least "
+            f"{4 * PIECE} (two measurement batches of two pieces of {PIECE})"
         )
     measured: dict[int, NoiseEstimate] = {}
 
@@ -152,11 +162,11 @@ def run_noise_scale(
         train(_steps(cfg, 1), batch, 1.0, SEED, data, fabric, noise_window=0, probe=first)
         lr = sgd_optimum(measured[0], batch)
         if not (math.isfinite(lr) and lr > 0):
-            raise ValueError(
-                "the initial weights give no SGD optimum to train at (B_simple or ε_max not "
-                "measurable there): give --lr"
+            raise ConfigError(
+                f"no learning rate given, and the initial weights give no SGD optimum to train "
+                f"at (B_simple {measured[0].b_simple:.4g}, ε_max {measured[0].eps_max:.4g}): "
+                "give --lr"
             )
-        lr_source = f"ε_opt(B0) at the initial weights ({lr_source})"
     rest = Probe(at - measured.keys(), probe)
     result = train(_steps(cfg, steps), batch, lr, SEED, data, fabric, noise_window=0, probe=rest)
     trajectory = tuple(
@@ -181,3 +191,74 @@ def _steps(cfg: DictConfig, steps: int) -> DictConfig:
     run_cfg = cfg.copy()
     OmegaConf.update(run_cfg, "budget", {"kind": "steps", "steps": steps}, merge=True)
     return run_cfg
+
+
+def render(run: NoiseScaleRun, optimizer: str) -> Group:
+    """What was run, the trajectory, and the SGD optimum it implies."""
+    header = Text(
+        f"Trained {run.steps} steps at B0 = {run.batch_size}, lr {run.lr:.4g} ({run.lr_source}); "
+        f"each measurement: {run.examples} training examples, pieces of {PIECE}."
+    )
+    trajectory = Table(title="Gradient noise scale along the run")
+    for column in ("step", "samples", "B_simple", "|G|", "tr(Σ)", "ε_max"):
+        trajectory.add_column(column, justify="right")
+    for point in run.trajectory:
+        e = point.estimate
+        trajectory.add_row(
+            str(point.step),
+            str(point.samples),
+            _number(e.b_simple),
+            _number(e.grad_norm),
+            _number(e.trace_sigma),
+            _number(e.eps_max),
+        )
+    last = run.trajectory[-1]
+    curve = Table(title="SGD optimum")
+    curve.add_column("batch", justify="right")
+    curve.add_column("ε_opt (lr)", justify="right")
+    for batch, lr in run.predicted_lr.items():
+        curve.add_row(str(batch), _number(lr))
+    notes = [
+        f"ε_opt(B) = ε_max / (1 + B_simple/B) (McCandlish et al. 2018), from step {last.step}."
+    ]
+    if run.diverged:
+        notes.append(f"The run diverged after step {last.step}: lower --lr.")
+    if optimizer != "torch.optim.SGD":
+        notes.append(
+            f"The optimizer is {optimizer}: ε_opt is plain SGD's optimum, a scale here, not a "
+            "prediction."
+        )
+    return Group(header, trajectory, curve, *(Text(n) for n in notes))
+
+
+def as_json(run: NoiseScaleRun) -> dict[str, Any]:
+    """``--json``'s object (non-finite numbers as null)."""
+    return {
+        "batch_size": run.batch_size,
+        "lr": run.lr,
+        "lr_source": run.lr_source,
+        "diverged": run.diverged,
+        "b_simple_init": _finite(run.init.b_simple),
+        "eps_max_init": _finite(run.init.eps_max),
+        "trajectory": [
+            {
+                "step": p.step,
+                "samples": p.samples,
+                "b_simple": _finite(p.estimate.b_simple),
+                "eps_max": _finite(p.estimate.eps_max),
+                "grad_norm": _finite(p.estimate.grad_norm),
+                "grad_sq": _finite(p.estimate.grad_sq),
+                "trace_sigma": _finite(p.estimate.trace_sigma),
+            }
+            for p in run.trajectory
+        ],
+        "predicted_lr": {str(b): _finite(lr) for b, lr in run.predicted_lr.items()},
+    }
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "—"
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
