@@ -61,9 +61,9 @@ def test_smoke_sweep_records_a_complete_study(workdir: Path) -> None:
         if not attrs["diverged"]:
             assert attrs["samples"] == attrs["steps"] * attrs["effective_batch"]
             assert trial.value == pytest.approx(attrs["metrics"]["val_loss"])
-            noise = trial_noise(trial)  # B_simple at 4 points, each from 6 steps' gradients
+            noise = trial_noise(trial)  # B_simple at 4 points, each from 4 steps' gradients
             assert [r.point for r in noise.records] == ["start", "10%", "50%", "end"]
-            assert all(r.estimate.steps == 6 and r.estimate.trace_sigma > 0 for r in noise.records)
+            assert all(r.estimate.steps == 4 and r.estimate.trace_sigma > 0 for r in noise.records)
             assert noise.grad_norms[0][0] == 1 and noise.grad_norms[-1][0] == attrs["steps"]
     # The rules' predictions were evaluated exactly, at every batch size.
     for batch in (32, 128):

@@ -43,7 +43,7 @@ __all__ = [
     "sgd_optimum",
 ]
 
-WINDOW_STEPS = 6  # optimizer steps each recorded point of a trial averages over
+WINDOW_STEPS = 4  # optimizer steps each recorded point of a trial averages over
 POINTS = {"start": 0.0, "10%": 0.1, "50%": 0.5, "end": 1.0}  # where, as a fraction of the steps
 CURVE_POINTS = 32  # gradient-norm curve: steps recorded, evenly spaced, first and last included
 

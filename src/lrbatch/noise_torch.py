@@ -126,10 +126,14 @@ class TrialNoise:
     """The noise scale and the gradient norm of one trial, from the steps it trains anyway.
 
     Which steps measure B_simple: for each point of :data:`POINTS`, a window of
-    :data:`WINDOW_STEPS` (6) consecutive optimizer steps, the first at that fraction of the
-    planned steps (clipped to the run): steps 1–6 (start), 6 steps from 10% and from 50% of
-    the way, and the last 6 (end). Each recorded point averages the |G|² and the tr(Σ)
-    estimates of its window's steps separately (:func:`combine`), so 6 steps per point.
+    :data:`WINDOW_STEPS` (4) consecutive optimizer steps, the first at that fraction of the
+    planned steps (clipped to the run): steps 1–4 (start), 4 steps from 10% and from 50% of
+    the way, and the last 4 (end). Each recorded point averages the |G|² and the tr(Σ)
+    estimates of its window's steps separately (:func:`combine`), so 4 steps per point: a
+    rough value (one point's B_simple is off by 15% typically, see ``tests/test_noise.py``),
+    unbiased, so points of several trials average. 16 measured steps keep the cost at
+    2–3% of a trial on the CPU (``benchmarks/overhead.py``); a GPU step of a small model, bound
+    by kernel launches, costs nearly twice as much when split in two.
 
     How a measured step measures: with gradient accumulation, each micro-batch's gradient
     against the accumulated one; without, the step runs as two halves (two backward passes of
@@ -181,7 +185,7 @@ class TrialNoise:
         accumulated = flat_grad(self.params)
         piece = accumulated if self._previous is None else accumulated - self._previous
         # the piece's loss was weighted by size/batch_size: undo it for the piece's own gradient
-        self._piece_sq.append(piece.square().sum() * (self.batch_size / size) ** 2)
+        self._piece_sq.append(torch.dot(piece, piece) * (self.batch_size / size) ** 2)
         self._sizes.append(size)
         self._previous = accumulated
 
@@ -191,7 +195,7 @@ class TrialNoise:
         if not measured and step not in self.curve_steps:
             return
         big = self._previous if measured and self._previous is not None else flat_grad(self.params)
-        big_sq = big.square().sum()
+        big_sq = torch.dot(big, big)
         scale = self.loss_scale() ** 2 if self.loss_scale is not None else 1.0
         if measured:
             self._pairs[step] = (self._sizes, self._piece_sq, big_sq, scale)

@@ -76,7 +76,7 @@ class TrialResult:
         oom_eval_batches: evaluation batches (examples) that ran out of memory, in order; each
             one was halved and the evaluation repeated. Empty when none did.
         noise_scale: B_simple at the start, 10%, 50% and end of the planned steps, each averaged
-            over a window of 6 steps (:class:`lrbatch.noise_torch.TrialNoise`); windows a run
+            over a window of 4 steps (:class:`lrbatch.noise_torch.TrialNoise`); windows a run
             that stopped early never reached are left out.
         grad_norms: (step, |G_B|): the norm of the batch gradient the optimizer stepped with
             (mean loss over the effective batch), at up to 32 evenly spaced steps.
