@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CURVE_POINTS",
+    "MEASURED_FRACTION",
     "POINTS",
     "WINDOW_STEPS",
     "GradientPair",
@@ -41,9 +42,11 @@ __all__ = [
     "gradient_pair",
     "piece_sizes",
     "sgd_optimum",
+    "window_steps",
 ]
 
-WINDOW_STEPS = 4  # optimizer steps each recorded point of a trial averages over
+WINDOW_STEPS = 4  # optimizer steps each recorded point of a trial averages over (at most)
+MEASURED_FRACTION = 0.1  # of a trial's steps, at most, that measure (shorter windows if need be)
 POINTS = {"start": 0.0, "10%": 0.1, "50%": 0.5, "end": 1.0}  # where, as a fraction of the steps
 CURVE_POINTS = 32  # gradient-norm curve: steps recorded, evenly spaced, first and last included
 
@@ -121,6 +124,13 @@ def combine(pairs: Sequence[GradientPair], eps_max: float = math.nan) -> NoiseEs
 def sgd_optimum(estimate: NoiseEstimate, batch_size: int) -> float:
     """McCandlish et al.'s SGD optimum ε_opt(B) = ε_max / (1 + B_noise/B), B_noise ≈ B_simple."""
     return estimate.eps_max / (1 + estimate.b_simple / batch_size)
+
+
+def window_steps(max_steps: int) -> int:
+    """Steps per recorded point of a trial of ``max_steps`` steps: :data:`WINDOW_STEPS`, fewer
+    where the four windows would measure more than :data:`MEASURED_FRACTION` of the steps
+    (at least 1)."""
+    return min(WINDOW_STEPS, max(1, round(MEASURED_FRACTION * max_steps / len(POINTS))))
 
 
 def piece_sizes(batch: int, parts: int) -> list[int]:

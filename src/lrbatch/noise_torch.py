@@ -19,13 +19,13 @@ import torch
 from lrbatch.noise import (
     CURVE_POINTS,
     POINTS,
-    WINDOW_STEPS,
     GradientPair,
     NoiseEstimate,
     NoiseRecord,
     combine,
     gradient_pair,
     piece_sizes,
+    window_steps,
 )
 
 __all__ = ["LossFn", "TrialNoise", "flat_grad", "measure"]
@@ -128,12 +128,14 @@ class TrialNoise:
     Which steps measure B_simple: for each point of :data:`POINTS`, a window of
     :data:`WINDOW_STEPS` (4) consecutive optimizer steps, the first at that fraction of the
     planned steps (clipped to the run): steps 1–4 (start), 4 steps from 10% and from 50% of
-    the way, and the last 4 (end). Each recorded point averages the |G|² and the tr(Σ)
-    estimates of its window's steps separately (:func:`combine`), so 4 steps per point: a
-    rough value (one point's B_simple is off by 15% typically, see ``tests/test_noise.py``),
-    unbiased, so points of several trials average. 16 measured steps keep the cost at
-    2–3% of a trial on the CPU (``benchmarks/overhead.py``); a GPU step of a small model, bound
-    by kernel launches, costs nearly twice as much when split in two.
+    the way, and the last 4 (end); in a trial of fewer than 160 steps, shorter windows, so that
+    at most 10% of its steps measure (:func:`lrbatch.noise.window_steps`: 2 steps at 78
+    steps, 1 under 60). Each recorded point averages the |G|² and the tr(Σ) estimates of its
+    window's steps separately (:func:`combine`), so up to 4 steps per point: a rough value
+    (one point's B_simple is off by 13% typically, see ``tests/test_noise.py``), unbiased, so
+    points of several trials average. The cost, on the CPU: 2–3% of a trial
+    (``benchmarks/overhead.py``); on a GPU, a small model's step, bound by kernel launches,
+    may cost up to twice as much when split in two: up to 10% there.
 
     How a measured step measures: with gradient accumulation, each micro-batch's gradient
     against the accumulated one; without, the step runs as two halves (two backward passes of
@@ -150,7 +152,8 @@ class TrialNoise:
         max_steps: the trial's planned optimizer steps.
         batch_size: effective batch size.
         params: the parameters that train.
-        window: steps per window (0: measure no noise scale).
+        window: steps per window (0: measure no noise scale); None:
+            :func:`lrbatch.noise.window_steps`.
         loss_scale: the factor the gradients carry before the optimizer step (float16's
             loss scaling), asked for at each measured step; None: 1.
     """
@@ -160,11 +163,12 @@ class TrialNoise:
         max_steps: int,
         batch_size: int,
         params: Sequence[torch.Tensor],
-        window: int = WINDOW_STEPS,
+        window: int | None = None,
         loss_scale: Callable[[], float] | None = None,
     ) -> None:
         self.batch_size, self.params, self.loss_scale = batch_size, list(params), loss_scale
         self.windows: dict[str, range] = {}
+        window = window_steps(max_steps) if window is None else window
         if window > 0 and batch_size >= 2:
             for point, fraction in POINTS.items():
                 first = min(max(1, round(fraction * max_steps) + 1), max_steps - window + 1)

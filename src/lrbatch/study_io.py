@@ -14,9 +14,10 @@ The gradient noise scale a trial recorded is written and read here too
   of the planned steps; fewer where the run stopped early), each
   ``{"point", "first_step", "last_step", "samples", "b_simple", "grad_sq", "trace_sigma",
   "steps"}``: B_simple = tr(Σ)/|G|² in samples, |G|² and tr(Σ) of the per-example mean loss,
-  averaged over the ``steps`` optimizer steps ``first_step``…``last_step`` (4 unless the run
-  was shorter), ``samples`` the examples trained on before the window's middle; a number that
-  is not finite (B_simple where |G|² was not resolved) is null.
+  averaged over the ``steps`` optimizer steps ``first_step``…``last_step`` (4; fewer in a
+  trial of under 160 steps, :func:`lrbatch.noise.window_steps`), ``samples`` the examples
+  trained on before the window's middle; a number that is not finite (B_simple where |G|² was
+  not resolved) is null.
 - ``grad_norms``: ``[[step, |G_B|], ...]``, the norm of the batch gradient the optimizer
   stepped with, at up to 32 evenly spaced steps (first and last included).
 """

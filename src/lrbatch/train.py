@@ -35,7 +35,7 @@ from torch import nn
 
 from lrbatch.config import BudgetConfig, ScheduleConfig
 from lrbatch.data import TensorData, load_tensors
-from lrbatch.noise import WINDOW_STEPS, NoiseRecord
+from lrbatch.noise import NoiseRecord
 from lrbatch.noise_torch import LossFn, TrialNoise
 
 __all__ = [
@@ -76,8 +76,8 @@ class TrialResult:
         oom_eval_batches: evaluation batches (examples) that ran out of memory, in order; each
             one was halved and the evaluation repeated. Empty when none did.
         noise_scale: B_simple at the start, 10%, 50% and end of the planned steps, each averaged
-            over a window of 4 steps (:class:`lrbatch.noise_torch.TrialNoise`); windows a run
-            that stopped early never reached are left out.
+            over a window of up to 4 steps (:class:`lrbatch.noise_torch.TrialNoise`); windows a
+            run that stopped early never reached are left out.
         grad_norms: (step, |G_B|): the norm of the batch gradient the optimizer stepped with
             (mean loss over the effective batch), at up to 32 evenly spaced steps.
     """
@@ -278,7 +278,7 @@ def _train_once(
     micro: int,
     accumulation: int,
     eval_batches: list[int],
-    noise_window: int = WINDOW_STEPS,
+    noise_window: int | None = None,
     probe: Probe | None = None,
 ) -> TrialResult:
     """One attempt at the trial of :func:`train`, from the initial weights to the result.
@@ -418,7 +418,7 @@ def train(
     data: TensorData | None = None,
     fabric: L.Fabric | None = None,
     micro_batch: int | None = None,
-    noise_window: int = WINDOW_STEPS,
+    noise_window: int | None = None,
     probe: Probe | None = None,
 ) -> TrialResult:
     """Train one model and measure it.
@@ -436,7 +436,7 @@ def train(
         fabric: this worker's Fabric (made from ``cfg.hardware`` if None).
         micro_batch: override of the micro-batch (default: from ``hardware.max_micro_batch``).
         noise_window: optimizer steps each recorded B_simple point averages over (0: record
-            none; :class:`lrbatch.noise_torch.TrialNoise`).
+            none; None: up to 4, :class:`lrbatch.noise_torch.TrialNoise`).
         probe: run at chosen steps (``lrbatch noise-scale`` measures there); a run that starts
             again after running out of memory calls it again from the start.
 
