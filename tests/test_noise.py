@@ -235,6 +235,10 @@ def test_noise_scale_command_prints_tables(capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert "Trained 10 steps at B0 = 16" in out and "SGD optimum" in out and "1024" in out
     assert "each measurement: 800 training examples, pieces of 32" in out
+    assert "The optimizer is" not in out  # plain SGD: ε_opt is its optimum
+    assert main(["noise-scale", *SMALL, "optimizer=adam", "--lr", "1e-3", "--steps", "2"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "The optimizer is torch.optim.Adam: ε_opt is plain SGD's optimum, a scale" in out
 
 
 def test_noise_scale_command_trains_at_a_studys_eta0(tmp_path, capsys) -> None:
@@ -263,6 +267,8 @@ def test_noise_scale_command_trains_at_a_studys_eta0(tmp_path, capsys) -> None:
         (["--lr", "0.1", "--study", "x"], "--lr given with --study: accepted: one of them"),
         (["sweep.batch_sizes=[0]"], "sweep.batch_sizes=[0] is not accepted"),
         (["model.hiden=3"], "model.hiden=3 is not accepted; lrbatch.models.MLP accepts"),
+        (["optimizer=adam"], "--lr missing with optimizer torch.optim.Adam: accepted: --lr"),
+        (["optimizer=momentum"], "--lr missing with optimizer torch.optim.SGD (momentum 0.9)"),
     ],
 )
 def test_noise_scale_bad_input_is_one_line_and_exit_code_2(

@@ -281,7 +281,14 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from lrbatch.noise_scale import as_json, base_batch, render, run_noise_scale
+    from lrbatch.noise_scale import (
+        as_json,
+        base_batch,
+        optimizer_name,
+        plain_sgd,
+        render,
+        run_noise_scale,
+    )
 
     cfg, lr, source, batch = _noise_scale_config(args)
     progress = Progress(
@@ -308,7 +315,7 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(as_json(run), indent=2, allow_nan=False, ensure_ascii=False))
     else:
-        console.print(render(run, str(cfg.optimizer._target_)))
+        console.print(render(run, None if plain_sgd(cfg) else optimizer_name(cfg)))
     return 0
 
 
@@ -326,6 +333,13 @@ def _noise_scale_config(
             return cfg, args.lr, "--lr", None
         if cfg.sweep.base_lr is not None:
             return cfg, float(cfg.sweep.base_lr), "sweep.base_lr", None
+        from lrbatch.noise_scale import optimizer_name, plain_sgd
+
+        if not plain_sgd(cfg):
+            raise ConfigError(
+                f"--lr missing with optimizer {optimizer_name(cfg)}: accepted: --lr, --study "
+                "or sweep.base_lr (the default, ε_opt(B0), is plain SGD's optimum)"
+            )
         return cfg, None, "ε_opt(B0) at the initial weights: no --lr, --study or base_lr", None
     if sweep_file is not None:
         raise ConfigError(

@@ -43,6 +43,8 @@ __all__ = [
     "as_json",
     "base_batch",
     "measurement_batches",
+    "optimizer_name",
+    "plain_sgd",
     "render",
     "run_noise_scale",
 ]
@@ -95,6 +97,17 @@ class NoiseScaleRun:
     def init(self) -> NoiseEstimate:
         """The measurement at the initial weights."""
         return self.trajectory[0].estimate
+
+
+def plain_sgd(cfg: DictConfig) -> bool:
+    """Whether ``cfg.optimizer`` is plain SGD (no momentum), the optimizer ε_opt is about."""
+    return cfg.optimizer._target_ == "torch.optim.SGD" and not cfg.optimizer.get("momentum")
+
+
+def optimizer_name(cfg: DictConfig) -> str:
+    """``cfg.optimizer``'s target, with its momentum if it has one."""
+    momentum = cfg.optimizer.get("momentum")
+    return str(cfg.optimizer._target_) + (f" (momentum {momentum})" if momentum else "")
 
 
 def base_batch(cfg: DictConfig) -> int:
@@ -193,8 +206,9 @@ def _steps(cfg: DictConfig, steps: int) -> DictConfig:
     return run_cfg
 
 
-def render(run: NoiseScaleRun, optimizer: str) -> Group:
-    """What was run, the trajectory, and the SGD optimum it implies."""
+def render(run: NoiseScaleRun, optimizer: str | None = None) -> Group:
+    """What was run, the trajectory, and the SGD optimum it implies (``optimizer``: named in a
+    note, unless it is plain SGD)."""
     header = Text(
         f"Trained {run.steps} steps at B0 = {run.batch_size}, lr {run.lr:.4g} ({run.lr_source}); "
         f"each measurement: {run.examples} training examples, pieces of {PIECE}."
@@ -223,7 +237,7 @@ def render(run: NoiseScaleRun, optimizer: str) -> Group:
     ]
     if run.diverged:
         notes.append(f"The run diverged after step {last.step}: lower --lr.")
-    if optimizer != "torch.optim.SGD":
+    if optimizer is not None:
         notes.append(
             f"The optimizer is {optimizer}: ε_opt is plain SGD's optimum, a scale here, not a "
             "prediction."
