@@ -28,9 +28,10 @@ from lrbatch.noise import (
     window_steps,
 )
 
-__all__ = ["LossFn", "TrialNoise", "flat_grad", "measure"]
+__all__ = ["HVP_CHUNK", "LossFn", "TrialNoise", "flat_grad", "measure"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y) -> mean loss, a scalar
+HVP_CHUNK = 512  # examples per double-backward pass of the Hessian-vector product (memory)
 
 
 def flat_grad(params: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -64,8 +65,9 @@ def measure(
 
     ε_max: the batches' mean gradients over the even- and the odd-numbered batches, v_a and
     v_b, are independent estimates of G, so v_aᵀv_b and v_aᵀHv_b are unbiased for |G|² and
-    GᵀHG; Hv_b is one Hessian-vector product (double backward) of the mean loss over all the
-    batches. Needs two batches or more and a loss twice differentiable.
+    GᵀHG; Hv_b is one Hessian-vector product (double backward, :data:`HVP_CHUNK` examples a
+    pass) of the mean loss over all the batches. Needs two batches or more and a loss twice
+    differentiable.
 
     Args:
         loss_fn: the mean loss of a batch ``(x, y)``, a scalar with a graph to ``params``.
@@ -113,7 +115,12 @@ def _eps_max(
     direction = [d.view_as(p).to(p.dtype) for d, p in zip(v_b.split(shapes), params, strict=True)]
     total = sum(len(x) for x, _ in batches)
     curvature = torch.zeros((), device=v_b.device)
-    for x, y in batches:
+    chunks = [
+        chunk
+        for x, y in batches
+        for chunk in zip(x.split(HVP_CHUNK), y.split(HVP_CHUNK), strict=True)
+    ]
+    for x, y in chunks:
         grads = torch.autograd.grad(loss_fn(x, y), params, create_graph=True, allow_unused=True)
         along = sum((g * d).sum() for g, d in zip(grads, direction, strict=True) if g is not None)
         assert isinstance(along, torch.Tensor)
