@@ -62,3 +62,57 @@ def blobs(num_samples: int = 512, seed: int = 0) -> tuple[torch.Tensor, ...]:
     x = torch.randn(num_samples, 8, generator=generator) + 2.0 * F.one_hot(y, 8).float()
     split = num_samples * 3 // 4
     return x[:split], y[:split], x[split:], y[split:]
+
+
+# A quadratic loss whose noise scale is known in closed form: linear regression on Gaussian
+# inputs x ~ N(0, Λ), Λ = diag(QUADRATIC_SCALES), targets y = xᵀw* + σ·ε, mean squared error,
+# weights starting at 0 (δ = w − w* = −w*). Per-example loss (xᵀδ − σε)², gradient
+# 2x(xᵀδ − σε); so G = 2Λδ, H = 2Λ and, by Isserlis' theorem,
+# Σ = 4[(δᵀΛδ + σ²)Λ + ΛδδᵀΛ]. Hence
+#   B_simple = tr(Σ)/|G|² = [(δᵀΛδ + σ²) tr Λ + |Λδ|²] / |Λδ|²,
+#   ε_max = |G|²/(GᵀHG) = |Λδ|² / (2 δᵀΛ³δ).
+QUADRATIC_SCALES = torch.logspace(-0.5, 0.5, 32)  # Λ's diagonal: curvature over a decade
+QUADRATIC_TEACHER = torch.linspace(-1.0, 1.0, 32)  # w*
+QUADRATIC_NOISE = 3.0  # σ
+
+
+def quadratic(num_samples: int = 33_792, val_samples: int = 1024, seed: int = 0) -> tuple:
+    """(x_train, y_train, x_val, y_val) of the quadratic above (regression: float y)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = (
+        torch.randn(num_samples, len(QUADRATIC_SCALES), generator=generator)
+        * QUADRATIC_SCALES.sqrt()
+    )
+    y = x @ QUADRATIC_TEACHER + QUADRATIC_NOISE * torch.randn(num_samples, generator=generator)
+    split = num_samples - val_samples
+    return x[:split], y[:split], x[split:], y[split:]
+
+
+def quadratic_truth() -> dict[str, float]:
+    """|G|², tr(Σ), B_simple and ε_max of :func:`quadratic` at :class:`LinearRegression`'s
+    initial weights (the formulas above)."""
+    scales, delta = QUADRATIC_SCALES.double(), -QUADRATIC_TEACHER.double()
+    curved = scales * delta  # Λδ
+    grad_sq = 4 * float(curved @ curved)
+    trace_sigma = 4 * (
+        (float(delta @ curved) + QUADRATIC_NOISE**2) * float(scales.sum()) + float(curved @ curved)
+    )
+    eps_max = float(curved @ curved) / (2 * float(curved @ (scales**2 * delta)))
+    return {
+        "grad_sq": grad_sq,
+        "trace_sigma": trace_sigma,
+        "b_simple": trace_sigma / grad_sq,
+        "eps_max": eps_max,
+    }
+
+
+class LinearRegression(nn.Module):
+    """xᵀw without bias, starting at w = 0: the model of :func:`quadratic`."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_outputs: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(math.prod(in_shape), num_outputs, bias=False)
+        nn.init.zeros_(self.linear.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))

@@ -11,6 +11,8 @@ from optuna.trial import TrialState
 
 from lrbatch import __version__
 from lrbatch.config import ConfigError, load_config
+from lrbatch.noise import window_steps
+from lrbatch.study_io import trial_noise
 from lrbatch.sweep import run_sweep
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
@@ -28,6 +30,8 @@ TRIAL_ATTRS = {
     "device",
     "lrbatch_version",
     "metrics",
+    "noise_scale",
+    "grad_norms",
 }
 
 
@@ -58,6 +62,12 @@ def test_smoke_sweep_records_a_complete_study(workdir: Path) -> None:
         if not attrs["diverged"]:
             assert attrs["samples"] == attrs["steps"] * attrs["effective_batch"]
             assert trial.value == pytest.approx(attrs["metrics"]["val_loss"])
+            noise = trial_noise(trial)  # B_simple at 4 points, each from up to 4 steps' gradients
+            assert [r.point for r in noise.records] == ["start", "10%", "50%", "end"]
+            window = window_steps(attrs["steps"])  # (4 at batch 32, 1 at 128: 150 and 37 steps)
+            assert all(r.estimate.steps == window for r in noise.records)
+            assert all(r.estimate.trace_sigma > 0 for r in noise.records)
+            assert noise.grad_norms[0][0] == 1 and noise.grad_norms[-1][0] == attrs["steps"]
     # The rules' predictions were evaluated exactly, at every batch size.
     for batch in (32, 128):
         reasons = {t.user_attrs["reason"] for t in trials if t.params["batch_size"] == batch}

@@ -4,6 +4,7 @@ lrbatch sweep [SWEEP_FILE] [OVERRIDES...]      run or resume a sweep
 lrbatch worker --storage URL --study NAME [KEY=VALUE...]    join a sweep's study
 lrbatch predict --study NAME [--storage URL] --batch 4096 [--batch ...] [--json]
 lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
+lrbatch noise-scale [SWEEP_FILE] [OVERRIDES...] [--lr LR | --study NAME] [--json]
 lrbatch report [--storage URL] [--study NAME] [--out DIR] [--predict 4096 ...]
 lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
 lrbatch import FILE.csv --storage URL --study NAME          load a grid measured elsewhere
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import signal
 import sys
@@ -55,12 +57,17 @@ def _quiet_libraries() -> None:
     )
 
 
+def _sweep_items(items: list[str]) -> tuple[str | None, list[str]]:
+    """(sweep file, overrides) of ``[SWEEP_FILE] [OVERRIDES...]``."""
+    sweep_file = items[0] if items and items[0].endswith((".yaml", ".yml")) else None
+    return sweep_file, items[1:] if sweep_file else items
+
+
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config, validate
     from lrbatch.workers import start_worker_server
 
-    sweep_file = args.items[0] if args.items and args.items[0].endswith((".yaml", ".yml")) else None
-    overrides = args.items[1:] if sweep_file else args.items
+    sweep_file, overrides = _sweep_items(args.items)
     cfg = load_config(sweep_file, overrides, check=False)
     workers = cfg.hardware.workers
     if cfg.hardware.accelerator == "cpu" and isinstance(workers, int) and workers > 1:
@@ -258,6 +265,103 @@ def _predict_study(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _noise_scale(args: argparse.Namespace, console: Console) -> int:
+    """`lrbatch noise-scale`: B_simple and ε_max at the initial weights and along a short run."""
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"--lr {args.lr:g}: accepted: a positive learning rate, per step")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: accepted: a positive number of optimizer steps")
+    if args.points < 1:
+        raise ConfigError(f"--points {args.points}: accepted: a positive number of measurements")
+    if args.lr is not None and (args.study is not None or args.storage is not None):
+        raise ConfigError(
+            "--lr given with --study: accepted: one of them (--study trains at the study's η0)"
+        )
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from lrbatch.noise_scale import (
+        as_json,
+        base_batch,
+        optimizer_name,
+        plain_sgd,
+        render,
+        run_noise_scale,
+    )
+
+    cfg, lr, source, batch = _noise_scale_config(args)
+    progress = Progress(
+        TextColumn("measuring the noise scale"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True) if args.json else console,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("", total=args.points + 1)
+        run = run_noise_scale(
+            cfg,
+            lr,
+            source,
+            args.steps,
+            args.points,
+            batch or base_batch(cfg),
+            on_measured=lambda p: progress.update(
+                task, advance=1, description=f"step {p.step}: B_simple {p.estimate.b_simple:.4g}"
+            ),
+        )
+    if args.json:
+        print(json.dumps(as_json(run), indent=2, allow_nan=False, ensure_ascii=False))
+    else:
+        console.print(render(run, None if plain_sgd(cfg) else optimizer_name(cfg)))
+    return 0
+
+
+def _noise_scale_config(
+    args: argparse.Namespace,
+) -> tuple[DictConfig, float | None, str, int | None]:
+    """(config, lr, where the lr comes from, B0) of `lrbatch noise-scale`'s arguments; lr None:
+    none was given or configured (the run measures one)."""
+    from lrbatch.config import config_of_study, load_config
+
+    sweep_file, overrides = _sweep_items(args.items)
+    if args.study is None and args.storage is None:
+        cfg = load_config(sweep_file, overrides)
+        if args.lr is not None:
+            return cfg, args.lr, "--lr", None
+        if cfg.sweep.base_lr is not None:
+            return cfg, float(cfg.sweep.base_lr), "sweep.base_lr", None
+        from lrbatch.noise_scale import optimizer_name, plain_sgd
+
+        if not plain_sgd(cfg):
+            raise ConfigError(
+                f"--lr missing with optimizer {optimizer_name(cfg)}: accepted: --lr, --study "
+                "or sweep.base_lr (the default, ε_opt(B0), is plain SGD's optimum)"
+            )
+        return cfg, None, "ε_opt(B0) at the initial weights: no --lr, --study or base_lr", None
+    if sweep_file is not None:
+        raise ConfigError(
+            f"sweep file {sweep_file} given with --study: accepted: key=value overrides of the "
+            "study's settings (the study's config is used)"
+        )
+    from lrbatch.report import build_report
+    from lrbatch.study_io import find_last_study, open_study
+
+    study = open_study(args.storage or find_last_study(), args.study)
+    recorded = study.user_attrs.get("lrbatch.config")
+    cfg = config_of_study(recorded, overrides) if recorded else load_config(None, overrides)
+    report = build_report(study)
+    if report.base_lr is None:
+        raise ConfigError(
+            f"--study {study.study_name}: it has no η0 yet (no optimum at B0 = "
+            f"{report.base_batch}): give --lr instead, or run the sweep further"
+        )
+    source = f"η0 of study {study.study_name!r}"
+    return cfg, float(report.base_lr), source, report.base_batch or None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lrbatch",
@@ -346,6 +450,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--alpha", type=float, default=None, help="exponent of a power-law rule")
     pred.add_argument("--json", action="store_true", help="with --study: print one JSON object")
+
+    noise = commands.add_parser(
+        "noise-scale",
+        help="measure the gradient noise scale B_simple and ε_max, without a sweep",
+        description="Measure B_simple = tr(Σ)/|G|² and ε_max = |G|²/(GᵀHG) at the initial "
+        "weights and along one short run at B0, and print the SGD optimum they imply at the "
+        "sweep's batch sizes. Takes the config a sweep takes: `lrbatch noise-scale "
+        "[sweeps/NAME.yaml] [key=value ...]`.",
+    )
+    noise.add_argument(
+        "items",
+        nargs="*",
+        metavar="[SWEEP_FILE] OVERRIDE",
+        help="a sweep YAML file, then overrides like optimizer=adam model.hidden=[64]",
+    )
+    noise.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the run, per step (default: the study's η0 with --study, "
+        "else sweep.base_lr, else ε_opt(B0) measured at the initial weights)",
+    )
+    noise.add_argument("--study", default=None, help="train at this study's η0, B0 and config")
+    noise.add_argument(
+        "--storage", default=None, help="the study's SQLAlchemy URL (default: the last sweep's)"
+    )
+    noise.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps of the run (default: one epoch of the training set at B0)",
+    )
+    noise.add_argument(
+        "--points",
+        type=int,
+        default=8,
+        help="measurements along the run, after the one at the initial weights (default 8)",
+    )
+    noise.add_argument("--json", action="store_true", help="print one JSON object")
 
     report = commands.add_parser(
         "report", help="analyse a study: optima, laws, rules' regret, plots"
@@ -481,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "report": _report,
             "dashboard": _dashboard,
             "import": _import,
+            "noise-scale": _noise_scale,
         }
         return commands[args.command](args, console)
     except ConfigError as error:

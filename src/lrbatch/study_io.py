@@ -6,6 +6,20 @@ but not a divergence, for both.
 
 A grid measured with another tool (or published in a paper) becomes an Optuna study with the
 same parameters and attributes as a sweep's, so the same report runs on it.
+
+The gradient noise scale a trial recorded is written and read here too
+(:func:`noise_user_attrs`, :func:`trial_noise`). Its user attributes:
+
+- ``noise_scale``: a list, one entry per recorded point (``start``, ``10%``, ``50%``, ``end``
+  of the planned steps; fewer where the run stopped early), each
+  ``{"point", "first_step", "last_step", "samples", "b_simple", "grad_sq", "trace_sigma",
+  "steps"}``: B_simple = tr(Σ)/|G|² in samples, |G|² and tr(Σ) of the per-example mean loss,
+  averaged over the ``steps`` optimizer steps ``first_step``…``last_step`` (4; fewer in a
+  trial of under 160 steps, :func:`lrbatch.noise.window_steps`), ``samples`` the examples
+  trained on before the window's middle; a number that is not finite (B_simple where |G|² was
+  not resolved) is null.
+- ``grad_norms``: ``[[step, |G_B|], ...]``, the norm of the batch gradient the optimizer
+  stepped with, at up to 32 evenly spaced steps (first and last included).
 """
 
 from __future__ import annotations
@@ -15,7 +29,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -23,9 +37,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrbatch.analysis import TrialPoint
 from lrbatch.config import ConfigError
+from lrbatch.noise import NoiseEstimate, NoiseRecord
 from lrbatch.storage import open_storage, redact
 
-__all__ = ["Outcome", "find_last_study", "import_csv", "load_points", "open_study", "outcome"]
+__all__ = [
+    "Outcome",
+    "TrialNoise",
+    "find_last_study",
+    "import_csv",
+    "load_points",
+    "noise_user_attrs",
+    "open_study",
+    "outcome",
+    "trial_noise",
+]
 
 _REQUIRED = ("batch_size", "lr", "metric")
 _OPTIONAL = ("seed", "steps", "diverged", "reached_target")
@@ -86,6 +111,75 @@ def trial_point(trial: FrozenTrial) -> TrialPoint | None:
         samples=attrs.get("samples"),
         reached_target=ended.reached_target,
     )
+
+
+@dataclass(frozen=True)
+class TrialNoise:
+    """The noise scale and gradient norms a trial recorded (empty for one that recorded none).
+
+    Attributes:
+        batch_size: the trial's effective batch (None where it has no ``batch_size``).
+        records: B_simple at each recorded point, in order (``estimate.eps_max`` is nan).
+        grad_norms: (step, |G_B|) along the run.
+    """
+
+    batch_size: int | None
+    records: tuple[NoiseRecord, ...]
+    grad_norms: tuple[tuple[int, float], ...]
+
+
+def noise_user_attrs(
+    records: Iterable[NoiseRecord], grad_norms: Iterable[tuple[int, float]]
+) -> dict[str, Any]:
+    """The ``noise_scale`` and ``grad_norms`` user attributes of a trial (see the module)."""
+    return {
+        "noise_scale": [
+            {
+                "point": r.point,
+                "first_step": r.first_step,
+                "last_step": r.last_step,
+                "samples": r.samples,
+                "b_simple": _json_number(r.estimate.b_simple),
+                "grad_sq": _json_number(r.estimate.grad_sq),
+                "trace_sigma": _json_number(r.estimate.trace_sigma),
+                "steps": r.estimate.steps,
+            }
+            for r in records
+        ],
+        "grad_norms": [[step, _json_number(norm)] for step, norm in grad_norms],
+    }
+
+
+def trial_noise(trial: FrozenTrial) -> TrialNoise:
+    """The noise scale and gradient norms ``trial`` recorded (:func:`noise_user_attrs`)."""
+    attrs = trial.user_attrs
+    records = tuple(
+        NoiseRecord(
+            point=str(r["point"]),
+            first_step=int(r["first_step"]),
+            last_step=int(r["last_step"]),
+            samples=int(r["samples"]),
+            estimate=NoiseEstimate(
+                b_simple=_number(r["b_simple"]),
+                grad_sq=_number(r["grad_sq"]),
+                trace_sigma=_number(r["trace_sigma"]),
+                eps_max=math.nan,
+                steps=int(r["steps"]),
+            ),
+        )
+        for r in attrs.get("noise_scale") or ()
+    )
+    norms = tuple((int(step), _number(norm)) for step, norm in attrs.get("grad_norms") or ())
+    batch = trial.params.get("batch_size", attrs.get("effective_batch"))
+    return TrialNoise(None if batch is None else int(batch), records, norms)
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
 
 
 def load_points(trials: Iterable[FrozenTrial]) -> list[TrialPoint]:

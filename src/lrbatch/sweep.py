@@ -36,6 +36,7 @@ from lrbatch.interrupts import Interrupts
 from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
 from lrbatch.sampler import LRBatchSampler, next_step, observations
 from lrbatch.storage import check_storage, default_url, open_storage, redact
+from lrbatch.study_io import noise_user_attrs
 from lrbatch.train import build_model, load_data, make_fabric, train
 from lrbatch.workers import SLOT_ENV, WorkerPool, start_worker_server, worker_slots
 
@@ -294,6 +295,8 @@ def _objective(worker: Worker) -> Callable[[Trial], float]:
             "oom_eval_batches",
         ):
             trial.set_user_attr(key, getattr(result, key))
+        for key, value in noise_user_attrs(result.noise_scale, result.grad_norms).items():
+            trial.set_user_attr(key, value)
         worker.trained += 1
         return result.value
 

@@ -10,6 +10,10 @@ the examples in the same order (SCIENCE.md, *Measurement practice*).
 A trial that runs out of GPU memory in training starts again from the beginning with half the
 micro-batch and more gradient accumulation (the same effective batch, the same result); one
 that runs out in evaluation halves the evaluation batch and evaluates again.
+
+Every trial also records its gradient noise scale B_simple at four points and its gradient
+norm along the run, from the gradients its steps compute anyway
+(:class:`lrbatch.noise_torch.TrialNoise`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import gc
 import inspect
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -30,9 +35,12 @@ from torch import nn
 
 from lrbatch.config import BudgetConfig, ScheduleConfig
 from lrbatch.data import TensorData, load_tensors
+from lrbatch.noise import NoiseRecord
+from lrbatch.noise_torch import LossFn, TrialNoise
 
 __all__ = [
     "ModelDoesNotFitError",
+    "Probe",
     "TrialResult",
     "build_model",
     "evaluate",
@@ -67,6 +75,11 @@ class TrialResult:
             each one restarted the trial with a smaller one. Empty when none did.
         oom_eval_batches: evaluation batches (examples) that ran out of memory, in order; each
             one was halved and the evaluation repeated. Empty when none did.
+        noise_scale: B_simple at the start, 10%, 50% and end of the planned steps, each averaged
+            over a window of up to 4 steps (:class:`lrbatch.noise_torch.TrialNoise`); windows a
+            run that stopped early never reached are left out.
+        grad_norms: (step, |G_B|): the norm of the batch gradient the optimizer stepped with
+            (mean loss over the effective batch), at up to 32 evenly spaced steps.
     """
 
     value: float
@@ -82,6 +95,23 @@ class TrialResult:
     reached_target: bool | None = None
     oom_micro_batches: tuple[int, ...] = ()
     oom_eval_batches: tuple[int, ...] = ()
+    noise_scale: tuple[NoiseRecord, ...] = ()
+    grad_norms: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Something to run during a trial at chosen steps, on the parameters after that step.
+
+    Attributes:
+        steps: optimizer steps taken when it runs (0: at the initial weights, before training).
+        call: ``call(steps_taken, loss_fn, params)``; ``loss_fn(x, y)`` is the training loss
+            (mean over the examples, in the trial's precision), ``params`` those that train.
+            It must leave the parameters and their ``.grad`` alone (``torch.autograd.grad``).
+    """
+
+    steps: frozenset[int]
+    call: Callable[[int, LossFn, list[torch.Tensor]], None]
 
 
 class ModelDoesNotFitError(torch.OutOfMemoryError):
@@ -248,6 +278,8 @@ def _train_once(
     micro: int,
     accumulation: int,
     eval_batches: list[int],
+    noise_window: int | None = None,
+    probe: Probe | None = None,
 ) -> TrialResult:
     """One attempt at the trial of :func:`train`, from the initial weights to the result.
 
@@ -278,6 +310,12 @@ def _train_once(
     optimizer = instantiate(cfg.optimizer)(model.parameters(), lr=lr)
     wrapped, optimizer = fabric.setup(model, optimizer)
     model = wrapped.module  # called inside fabric.autocast(): skips the wrapper's ~45 µs/step
+    params = [p for p in model.parameters() if p.requires_grad]
+    scaler = getattr(fabric.strategy.precision, "scaler", None)  # float16's loss scaling
+    noise = TrialNoise(
+        max_steps, batch_size, params, noise_window, scaler.get_scale if scaler else None
+    )
+    halves = math.ceil(batch_size / 2)  # a measured step without accumulation: two halves
 
     # The order of examples depends on the seed alone: a fresh permutation each epoch, read as
     # one stream, so every step has exactly batch_size examples and the sample budget is exact
@@ -292,22 +330,39 @@ def _train_once(
     step_losses = torch.zeros(max_steps, device=fabric.device)  # filled without a device sync
     diverged, reached, step, initial_loss = False, None, 0, math.inf
     metrics: dict[str, float] = {}
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # for a probe
+        with fabric.autocast():
+            return _step_loss(model, x, y, data.task, step, custom_loss).float()
+
+    step = 0
+    if probe is not None and 0 in probe.steps:
+        probe.call(0, loss_fn, params)
     for step in range(1, max_steps + 1):
         first = (step - 1) * batch_size
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_factor(schedule, first, total_samples)
         indices = order[first : first + batch_size]
-        chunks = (indices,) if accumulation == 1 else indices.split(micro)
+        measuring = step in noise.measured_steps  # a few dozen steps of the trial
+        if accumulation > 1:
+            chunks = indices.split(micro)
+        else:
+            chunks = indices.split(halves) if measuring else (indices,)
         for chunk in chunks:
             x, y = data.x_train[chunk], data.y_train[chunk]
             with fabric.autocast():
                 loss = _step_loss(model, x, y, data.task, step, custom_loss)
-            if accumulation > 1:  # each micro-batch's share of the mean over the effective batch
+            if len(chunks) > 1:  # each piece's share of the mean over the effective batch
                 loss = loss.float() * (len(chunk) / batch_size)
             fabric.backward(loss)
             step_losses[step - 1] += loss.detach()
+            if measuring:
+                noise.piece_done(len(chunk))
+        noise.step_done(step)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if probe is not None and step in probe.steps:
+            probe.call(step, loss_fn, params)
         if step == 1 or step % budget.check_every == 0 or step == max_steps:
             current = step_losses[step - 1].item()
             initial_loss = current if step == 1 else initial_loss
@@ -350,6 +405,8 @@ def _train_once(
         device=device,
         reached_target=reached if budget.kind == "target" else None,
         oom_eval_batches=tuple(eval_batches[:-1]),
+        noise_scale=noise.records(step),
+        grad_norms=noise.grad_norms(),
     )
 
 
@@ -361,6 +418,8 @@ def train(
     data: TensorData | None = None,
     fabric: L.Fabric | None = None,
     micro_batch: int | None = None,
+    noise_window: int | None = None,
+    probe: Probe | None = None,
 ) -> TrialResult:
     """Train one model and measure it.
 
@@ -376,6 +435,10 @@ def train(
         data: the dataset, already on the device (built from ``cfg.dataset`` if None).
         fabric: this worker's Fabric (made from ``cfg.hardware`` if None).
         micro_batch: override of the micro-batch (default: from ``hardware.max_micro_batch``).
+        noise_window: optimizer steps each recorded B_simple point averages over (0: record
+            none; None: up to 4, :class:`lrbatch.noise_torch.TrialNoise`).
+        probe: run at chosen steps (``lrbatch noise-scale`` measures there); a run that starts
+            again after running out of memory calls it again from the start.
 
     Returns:
         The trial's result; a diverged run returns early with ``diverged=True``.
@@ -392,7 +455,17 @@ def train(
     while True:
         try:
             result = _train_once(
-                cfg, batch_size, lr, seed, data, fabric, micro, accumulation, eval_batches
+                cfg,
+                batch_size,
+                lr,
+                seed,
+                data,
+                fabric,
+                micro,
+                accumulation,
+                eval_batches,
+                noise_window,
+                probe,
             )
         except ModelDoesNotFitError:  # in evaluation: a smaller micro-batch would not help
             raise
