@@ -255,6 +255,17 @@ def test_noise_scale_command_trains_at_a_studys_eta0(tmp_path, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["lr"] == pytest.approx(report.base_lr) and out["batch_size"] == report.base_batch
     assert out["lr_source"] == "η0 of study 'sgd'"
+    # recorded on the study: the report draws the SGD optimum it implies
+    after = build_report(open_study(url, "sgd"))
+    run = after.noise_run
+    last = out["trajectory"][-1]
+    assert run is not None and run.plain_sgd and run.step == last["step"] == 2
+    assert (run.b_simple, run.eps_max) == pytest.approx((last["b_simple"], last["eps_max"]))
+    assert run.sgd_optimum(64) == pytest.approx(last["eps_max"] / (1 + last["b_simple"] / 64))
+    figure = after.figures()[0]
+    (curve,) = [s for s in figure.series if s.name.startswith("SGD optimum from ε_max")]
+    assert curve.y[0] == pytest.approx(run.sgd_optimum(curve.x[0]))
+    assert after.noise is None  # imported trials recorded no noise scale: nothing to compare
 
 
 @pytest.mark.parametrize(

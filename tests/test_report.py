@@ -20,7 +20,7 @@ from conftest import ROOT
 from lrbatch.cli import main
 from lrbatch.config import ConfigError, load_config
 from lrbatch.plan import SweepPlan
-from lrbatch.report import build_report, publish, summary, write_report
+from lrbatch.report import build_report, markdown_verdict, publish, summary, write_report
 from lrbatch.sampler import LRBatchSampler, observations, stop_when_plan_finished
 from lrbatch.study_io import import_csv, load_points, open_study
 from lrbatch.sweep import run_sweep
@@ -40,6 +40,33 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
         )
     )
     return url, root
+
+
+def test_the_noise_scale_the_trials_measured_is_in_the_report(
+    smoke_study: tuple[str, Path],
+) -> None:
+    url, _ = smoke_study
+    study = open_study(url, "smoke")
+    report = build_report(study)
+    noise = report.noise
+    assert noise is not None and noise.trials > 0
+    assert set(noise.batch_sizes) <= {32, 128, 512}
+    assert [p.point for p in noise.points] == ["start", "10%", "50%", "end"]
+    for p in noise.points:
+        assert p.low <= p.b_simple <= p.high and p.trials <= noise.trials
+    later = noise.points[1:]
+    assert noise.span == (min(p.low for p in later), max(p.high for p in later))
+    sources = {c.source for c in noise.comparisons}
+    assert sources <= {f.law for f in report.fits} & {"saturating", "surge"}
+    data = summary(report)
+    assert data["noise_scale"]["trials"] == noise.trials
+    assert data["noise_scale"]["text"] == report.theory()
+    jsonschema.validate(data, SCHEMA)
+    markdown = markdown_verdict(report)
+    assert f"**Noise scale.** {report.theory()}" in markdown
+    assert "| 10% |" in markdown
+    (lines,) = [s for s in report.figures()[0].series if s.name.startswith("B_simple measured")]
+    assert {x for x in lines.x if x == x} <= set(noise.span)
 
 
 def test_report_files_are_valid(smoke_study: tuple[str, Path]) -> None:

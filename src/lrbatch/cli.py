@@ -37,6 +37,8 @@ from lrbatch.config import ConfigError
 from lrbatch.rules import RULE_NAMES, power_law, predict
 
 if TYPE_CHECKING:
+    import optuna
+
     from lrbatch.plan import Shortfall, SweepPlan
     from lrbatch.sweep import SweepOutcome
 
@@ -290,7 +292,7 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
         run_noise_scale,
     )
 
-    cfg, lr, source, batch = _noise_scale_config(args)
+    cfg, lr, source, batch, study = _noise_scale_config(args)
     progress = Progress(
         TextColumn("measuring the noise scale"),
         BarColumn(),
@@ -312,27 +314,36 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
                 task, advance=1, description=f"step {p.step}: B_simple {p.estimate.b_simple:.4g}"
             ),
         )
+    if study is not None:  # the report draws the SGD optimum this run implies
+        from lrbatch.study_io import record_noise_run
+
+        record_noise_run(study, as_json(run), optimizer_name(cfg), plain_sgd(cfg))
     if args.json:
         print(json.dumps(as_json(run), indent=2, allow_nan=False, ensure_ascii=False))
     else:
         console.print(render(run, None if plain_sgd(cfg) else optimizer_name(cfg)))
+        if study is not None:
+            console.print(
+                f"Recorded in study {study.study_name!r}: `lrbatch report` draws the SGD optimum "
+                "it implies beside the swept optima."
+            )
     return 0
 
 
 def _noise_scale_config(
     args: argparse.Namespace,
-) -> tuple[DictConfig, float | None, str, int | None]:
-    """(config, lr, where the lr comes from, B0) of `lrbatch noise-scale`'s arguments; lr None:
-    none was given or configured (the run measures one)."""
+) -> tuple[DictConfig, float | None, str, int | None, optuna.Study | None]:
+    """(config, lr, where the lr comes from, B0, the study of --study) of `lrbatch
+    noise-scale`'s arguments; lr None: none was given or configured (the run measures one)."""
     from lrbatch.config import config_of_study, load_config
 
     sweep_file, overrides = _sweep_items(args.items)
     if args.study is None and args.storage is None:
         cfg = load_config(sweep_file, overrides)
         if args.lr is not None:
-            return cfg, args.lr, "--lr", None
+            return cfg, args.lr, "--lr", None, None
         if cfg.sweep.base_lr is not None:
-            return cfg, float(cfg.sweep.base_lr), "sweep.base_lr", None
+            return cfg, float(cfg.sweep.base_lr), "sweep.base_lr", None, None
         from lrbatch.noise_scale import optimizer_name, plain_sgd
 
         if not plain_sgd(cfg):
@@ -340,7 +351,13 @@ def _noise_scale_config(
                 f"--lr missing with optimizer {optimizer_name(cfg)}: accepted: --lr, --study "
                 "or sweep.base_lr (the default, ε_opt(B0), is plain SGD's optimum)"
             )
-        return cfg, None, "ε_opt(B0) at the initial weights: no --lr, --study or base_lr", None
+        return (
+            cfg,
+            None,
+            "ε_opt(B0) at the initial weights: no --lr, --study or base_lr",
+            None,
+            None,
+        )
     if sweep_file is not None:
         raise ConfigError(
             f"sweep file {sweep_file} given with --study: accepted: key=value overrides of the "
@@ -359,7 +376,7 @@ def _noise_scale_config(
             f"{report.base_batch}): give --lr instead, or run the sweep further"
         )
     source = f"η0 of study {study.study_name!r}"
-    return cfg, float(report.base_lr), source, report.base_batch or None
+    return cfg, float(report.base_lr), source, report.base_batch or None, study
 
 
 def _parser() -> argparse.ArgumentParser:

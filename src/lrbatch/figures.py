@@ -33,13 +33,14 @@ def optimum_figure(
     rule_lines: Mapping[str, Sequence[float]],
     edge: EdgeFit | None = None,
     predictions: Sequence[Prediction] = (),
+    measured: Mapping[str, tuple[float, float] | None] | None = None,
 ) -> FigureSpec:
     """Optimal learning rate against batch size (log–log), with 90% intervals, the rules
     (anchored at the base point), the fitted laws and the stability edge (▼ the lowest lr that
     diverged, ▲ the highest tried where none did, its law as a dotted line). With
     ``predictions`` the axis reaches their batch sizes: the laws are dashed past the measured
     ones, each prediction is a ◆ with its 90% interval, and a recommendation the edge capped
-    is a ×."""
+    is a ×. ``measured`` adds what the gradients measured (:func:`_measured_series`)."""
     batches = [o.batch_size for o in optima]
     if not batches:
         return FigureSpec("optimal_lr", "Optimal learning rate vs batch size", "", "", log_y=True)
@@ -80,6 +81,7 @@ def optimum_figure(
             name = f"fit: {fit.law} (extrapolated)"
             series.append(Series(name, outside, values, True, False, dashed=True, color=color))
     series += _edge_series(optima, edge, geomspace(first, last, 60))
+    series += _measured_series(optima, measured or {}, geomspace(first, last, 60))
     if predictions:
         series.append(
             Series(
@@ -105,6 +107,37 @@ def optimum_figure(
         log_y=True,
         series=series,
     )
+
+
+def _measured_series(
+    optima: Sequence[BatchOptimum],
+    measured: Mapping[str, tuple[float, float] | None],
+    grid: Sequence[float],
+) -> list[Series]:
+    """From measurement alone: vertical lines at the ends of the measured B_simple span (90%,
+    10% of the run to its end) where they fall within the batch sizes drawn, and McCandlish et
+    al.'s SGD optimum ε_max / (1 + B_simple/B) of a recorded noise-scale run."""
+    series = []
+    span = measured.get("b_simple")
+    if span is not None:
+        lrs = [lr for o in optima for lr in (o.lr_low, o.lr_high) if math.isfinite(lr)]
+        bottom, top = min(lrs) / 2, max(lrs) * 2
+        x: list[float] = []
+        y: list[float] = []
+        for end in span:
+            if grid[0] / 4 <= end <= grid[-1] * 4:
+                x += [end, end, math.nan]
+                y += [bottom, top, math.nan]
+        if x:
+            name = f"B_simple measured in the trials, {span[0]:.3g}–{span[1]:.3g} (90%)"
+            series.append(Series(name, x, y, True, False, dashed=True, color="#9467bd"))
+    curve = measured.get("sgd_optimum")
+    if curve is not None:
+        eps_max, b_simple = curve
+        name = f"SGD optimum from ε_max {eps_max:.3g}, B_simple {b_simple:.3g} (noise-scale run)"
+        values = [eps_max / (1 + b_simple / b) for b in grid]
+        series.append(Series(name, list(grid), values, True, False, color="#9467bd"))
+    return series
 
 
 def _edge_series(

@@ -51,7 +51,8 @@ from lrbatch.figures import (
 from lrbatch.predictions import prediction_view
 from lrbatch.progress import format_lr
 from lrbatch.rules import predict
-from lrbatch.study_io import load_points
+from lrbatch.study_io import NoiseRun, load_points, noise_records, recorded_noise_run
+from lrbatch.theory import MeasuredNoise, compare, measured_noise, theory_text
 
 __all__ = [
     "SCHEMA",
@@ -87,6 +88,15 @@ class Report:
     critical: CriticalBatch | None
     edge: EdgeFit | None = None  # the stability edge's law across batch sizes
     predictions: list[Prediction] = field(default_factory=list)  # at the batch sizes asked for
+    noise: MeasuredNoise | None = None  # B_simple the trials measured, against the fits
+    noise_run: NoiseRun | None = None  # a `lrbatch noise-scale --study` run recorded on it
+
+    def theory(self) -> str | None:
+        """What the measured noise scale says about the fitted batch scales (None: no trial
+        recorded it)."""
+        if self.noise is None:
+            return None
+        return theory_text(self.noise, self.verdict.supported if self.verdict else ())
 
     def rule_lines(self) -> dict[str, list[float]]:
         """Each rule's learning rate at each measured batch size."""
@@ -113,7 +123,10 @@ class Report:
         ]
         if self.optima:  # none when every trial diverged
             fits, rules = self.supported_fits(), self.rule_lines()
-            specs.insert(0, optimum_figure(self.optima, fits, rules, self.edge, self.predictions))
+            measured = _measured_lines(self)
+            specs.insert(
+                0, optimum_figure(self.optima, fits, rules, self.edge, self.predictions, measured)
+            )
         if self.critical is not None:
             specs.append(target_figure(self.critical))
         return specs
@@ -155,6 +168,8 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
     )
     target = budget.get("kind") == "target" or any(p.reached_target is not None for p in points)
     edge = fit_edge(optima)
+    critical = critical_batch(points) if target else None
+    noise = measured_noise(noise_records(study.get_trials(deepcopy=False)), optima)
     predictions = []
     if predict_batches and sum(o.bracketed for o in optima) >= 2:
         predictions = predict_at(optima, predict_batches, edge, base_batch, base_lr, rules, b_noise)
@@ -173,10 +188,23 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
         fits=fits,
         verdict=verdict(fits, optima, base_batch, base_lr) if optima else None,
         regrets=regrets,
-        critical=critical_batch(points) if target else None,
+        critical=critical,
         edge=edge,
         predictions=predictions,
+        noise=None if noise is None else compare(noise, fits, critical),
+        noise_run=recorded_noise_run(study),
     )
+
+
+def _measured_lines(report: Report) -> dict[str, tuple[float, float] | None]:
+    """What the optimal-lr figure draws from measurement alone: the measured B_simple span
+    (``"b_simple"``) and, from a recorded plain-SGD noise-scale run, (ε_max, B_simple) of its
+    optimum curve (``"sgd_optimum"``)."""
+    run = report.noise_run
+    return {
+        "b_simple": None if report.noise is None else report.noise.span,
+        "sgd_optimum": (run.eps_max, run.b_simple) if run is not None and run.plain_sgd else None,
+    }
 
 
 def _sweep_anchor(study: optuna.Study) -> tuple[int | None, float | None]:
@@ -234,6 +262,9 @@ def summary(report: Report) -> dict[str, Any]:
             "critical_batch": None if report.critical is None else asdict(report.critical),
             "stability_edge": None if report.edge is None else asdict(report.edge),
             "predictions": [asdict(p) for p in report.predictions],
+            "noise_scale": None
+            if report.noise is None
+            else {**asdict(report.noise), "text": report.theory()},
         }
     )
 
@@ -322,8 +353,32 @@ def render(report: Report) -> Group:
                 f"S_min ≈ {c.s_min:.3g} steps; under this model B_crit = E_min/S_min = B_noise."
             )
         )
+    if report.noise is not None:
+        parts.append(_noise_table(report.noise))
     parts.append(Text("Verdict: " + _verdict_text(report), style="bold"))
+    if report.noise is not None:
+        parts.append(Text("Noise scale: " + str(report.theory()), style="bold"))
     return Group(*parts)
+
+
+def _noise_table(noise: MeasuredNoise) -> Table:
+    """B_simple per point of the runs, pooled over the trials near the optima."""
+    table = Table(
+        title="Gradient noise scale measured in the trials near each optimum "
+        f"({noise.trials} trials, B = {', '.join(map(str, noise.batch_sizes))})",
+        title_justify="left",
+    )
+    for column in ("point of the run", "B_simple", "90% interval", "trials"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for p in noise.points:
+        table.add_row(
+            p.point, _scale(p.b_simple), f"{_scale(p.low)}–{_scale(p.high)}", str(p.trials)
+        )
+    return table
+
+
+def _scale(value: float) -> str:
+    return "unresolved" if not math.isfinite(value) else f"{value:.3g}"
 
 
 def report_interval(fit: LawFit, key: str) -> str:
@@ -417,6 +472,14 @@ def markdown_verdict(report: Report) -> str:
         f"**Verdict.** {_verdict_text(report)}",
         "",
     ]
+    if report.noise is not None:
+        lines += [f"**Noise scale.** {report.theory()}", ""]
+        lines += ["| point of the run | B_simple | 90% interval | trials |", "|---|---:|---:|---:|"]
+        lines += [
+            f"| {p.point} | {_scale(p.b_simple)} | {_scale(p.low)}–{_scale(p.high)} | {p.trials} |"
+            for p in report.noise.points
+        ]
+        lines += [""]
     lines += [
         "| batch | optimal lr | 90% interval | " + report.metric + " | trials |",
         "|---:|---:|---:|---:|---:|",

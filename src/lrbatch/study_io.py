@@ -20,6 +20,10 @@ The gradient noise scale a trial recorded is written and read here too
   not resolved) is null.
 - ``grad_norms``: ``[[step, |G_B|], ...]``, the norm of the batch gradient the optimizer
   stepped with, at up to 32 evenly spaced steps (first and last included).
+
+``lrbatch noise-scale --study NAME`` records its run on the study (user attribute
+``lrbatch.noise_scale``: its ``--json`` object plus ``optimizer`` and ``plain_sgd``), so the
+report can draw the SGD optimum it implies: :func:`record_noise_run`, :func:`recorded_noise_run`.
 """
 
 from __future__ import annotations
@@ -41,14 +45,19 @@ from lrbatch.noise import NoiseEstimate, NoiseRecord
 from lrbatch.storage import open_storage, redact
 
 __all__ = [
+    "NOISE_RUN_ATTR",
+    "NoiseRun",
     "Outcome",
     "TrialNoise",
     "find_last_study",
     "import_csv",
     "load_points",
+    "noise_records",
     "noise_user_attrs",
     "open_study",
     "outcome",
+    "record_noise_run",
+    "recorded_noise_run",
     "trial_noise",
 ]
 
@@ -172,6 +181,79 @@ def trial_noise(trial: FrozenTrial) -> TrialNoise:
     norms = tuple((int(step), _number(norm)) for step, norm in attrs.get("grad_norms") or ())
     batch = trial.params.get("batch_size", attrs.get("effective_batch"))
     return TrialNoise(None if batch is None else int(batch), records, norms)
+
+
+def noise_records(
+    trials: Iterable[FrozenTrial],
+) -> list[tuple[int, float, tuple[NoiseRecord, ...]]]:
+    """(batch size, learning rate, records) of every finished trial that did not diverge and
+    recorded its noise scale: what :func:`lrbatch.theory.measured_noise` reads."""
+    read = []
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE or outcome(trial).diverged:
+            continue
+        noise = trial_noise(trial)
+        if noise.records and noise.batch_size is not None and "lr" in trial.params:
+            read.append((noise.batch_size, float(trial.params["lr"]), noise.records))
+    return read
+
+
+NOISE_RUN_ATTR = "lrbatch.noise_scale"
+
+
+@dataclass(frozen=True)
+class NoiseRun:
+    """What a ``lrbatch noise-scale --study`` run recorded, as the report reads it.
+
+    Attributes:
+        batch_size: the run's effective batch (B0).
+        lr: its learning rate.
+        b_simple: B_simple at its last measurement.
+        eps_max: ε_max there.
+        step: the last measurement's step.
+        plain_sgd: the study's optimizer is plain SGD, the one ε_opt(B) is about.
+        optimizer: the optimizer, in words.
+    """
+
+    batch_size: int
+    lr: float
+    b_simple: float
+    eps_max: float
+    step: int
+    plain_sgd: bool
+    optimizer: str
+
+    def sgd_optimum(self, batch: float) -> float:
+        """ε_opt(B) = ε_max / (1 + B_simple/B) from the last measurement."""
+        return self.eps_max / (1 + self.b_simple / batch)
+
+
+def record_noise_run(
+    study: optuna.Study, run: dict[str, Any], optimizer: str, plain_sgd: bool
+) -> None:
+    """Record a ``lrbatch noise-scale`` run (its ``--json`` object) on ``study``."""
+    study.set_user_attr(NOISE_RUN_ATTR, {**run, "optimizer": optimizer, "plain_sgd": plain_sgd})
+
+
+def recorded_noise_run(study: optuna.Study) -> NoiseRun | None:
+    """The last ``lrbatch noise-scale`` run recorded on ``study``; None where there is none or
+    its last measurement has no finite B_simple and ε_max."""
+    run = study.user_attrs.get(NOISE_RUN_ATTR)
+    if not run or not run.get("trajectory"):
+        return None
+    last = run["trajectory"][-1]
+    b_simple, eps_max = _number(last.get("b_simple")), _number(last.get("eps_max"))
+    if not (math.isfinite(b_simple) and math.isfinite(eps_max)):
+        return None
+    return NoiseRun(
+        batch_size=int(run["batch_size"]),
+        lr=float(run["lr"]),
+        b_simple=b_simple,
+        eps_max=eps_max,
+        step=int(last["step"]),
+        plain_sgd=bool(run.get("plain_sgd")),
+        optimizer=str(run.get("optimizer", "")),
+    )
 
 
 def _json_number(value: float) -> float | None:
