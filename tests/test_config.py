@@ -91,6 +91,12 @@ def test_sweep_file_and_overrides_compose(tmp_path: Path) -> None:
         ),
         (["sweep.rules=[]"], "sweep.rules=[] is not accepted; give one or more of constant"),
         (
+            ["sweep.rules=[linear,measured]", "sweep.b_noise=100"],
+            "sweep.rules='measured' is not accepted; measured needs sweep.b_noise and "
+            "sweep.eps_max",
+        ),
+        (["sweep.eps_max=-1"], "sweep.eps_max=-1.0 is not accepted; a positive number is needed"),
+        (
             ["sweep.bracket_factor=1.005"],
             "sweep.bracket_factor=1.005 is not accepted; it must be ≥ 1.1",
         ),

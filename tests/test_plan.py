@@ -77,6 +77,19 @@ def test_every_rule_prediction_is_evaluated_once() -> None:
     assert sum(p.reason == "rule:constant+linear+square_root" for p in proposals) == 1  # at B0
 
 
+@pytest.mark.parametrize("base_lr", [None, 0.1])
+def test_the_measured_rule_seeds_every_batch_size_from_eps_max_and_b_noise(base_lr) -> None:
+    # ε_max and B_noise as `lrbatch noise-scale` would measure them on this truth: the measured
+    # rule lands on every optimum, whatever η0 (found by the broad search at B0, or configured)
+    sweep = plan(base_lr=base_lr, rules=("linear", "measured"), b_noise=100.0, eps_max=0.5)
+    observations, proposals, finished = run_plan(sweep, saturating_optimum)
+    assert finished.why == "complete"
+    for batch in BATCHES:
+        (seeded,) = [p for p in proposals if p.batch_size == batch and "measured" in p.reason]
+        assert seeded.lr == pytest.approx(saturating_optimum(batch)), batch
+        assert sweep.states(observations)[batch].best_lr == pytest.approx(seeded.lr)
+
+
 def test_fitted_laws_are_proposed_once_three_optima_are_searched() -> None:
     sweep = plan(base_lr=0.1)
     _, proposals, _ = run_plan(sweep, saturating_optimum)

@@ -58,6 +58,11 @@ def test_predict_skips_laws_without_b_noise_and_rejects_unknown_rules() -> None:
     assert with_laws["saturating"] == pytest.approx(0.01 * (1 + 4) / (1 + 1))
     with pytest.raises(ValueError, match="unknown rule 'cubic'"):
         rules.predict(0.01, 128, 512, rules=["cubic"])
+    # measured: McCandlish's SGD optimum from ε_max and B_noise alone, not anchored at (B0, η0)
+    assert "measured" not in rules.predict(0.01, 128, 512, b_noise=512)  # needs ε_max too
+    measured = rules.predict(0.01, 128, 512, ["measured"], b_noise=512, eps_max=0.3)["measured"]
+    assert measured == pytest.approx(0.3 / (1 + 512 / 512))
+    assert rules.predict(5.0, 16, 512, ["measured"], 512, 0.3)["measured"] == measured
     with pytest.raises(ValueError, match="base_lr must be a positive"):
         rules.linear(512, 128, -0.1)
 

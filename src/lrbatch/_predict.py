@@ -205,6 +205,7 @@ def predict_at(
     rules: Sequence[str] = RULE_NAMES,
     b_noise: float | None = None,
     n_boot: int = 200,
+    eps_max: float | None = None,
     seed: int = 0,
 ) -> list[Prediction]:
     """The recommended learning rate at each of ``batches``, with the evidence (module
@@ -217,9 +218,10 @@ def predict_at(
         base_batch: B0 of the rules' base point (rules are left out without it).
         base_lr: η0, the learning rate the rules are anchored at.
         rules: rule names (:data:`lrbatch.rules.RULE_NAMES`).
-        b_noise: B_noise for the saturating and surge rules, in samples.
+        b_noise: B_noise for the saturating, surge and measured rules, in samples.
         n_boot: bootstrap draws per law.
         seed: seeds the bootstrap.
+        eps_max: ε_max of the measured rule.
 
     Returns:
         One prediction per batch size, in the order given.
@@ -255,7 +257,7 @@ def predict_at(
         anchored = (
             {}
             if base_lr is None or base_batch is None
-            else predict(base_lr, base_batch, batch, rules, b_noise)
+            else predict(base_lr, base_batch, batch, rules, b_noise, eps_max)
         )
         here = next((o for o in optima if o.batch_size == batch), None)
         prediction = _prediction(

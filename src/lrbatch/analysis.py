@@ -130,6 +130,7 @@ def rule_regrets(
     rules: Sequence[str] = RULE_NAMES,
     minimize: bool = True,
     b_noise: float | None = None,
+    eps_max: float | None = None,
 ) -> list[RuleRegret]:
     """Each rule's predicted learning rate at each batch size, and what it cost.
 
@@ -141,7 +142,8 @@ def rule_regrets(
         rules: rule names (:data:`lrbatch.rules.RULE_NAMES`); saturating and surge need
             ``b_noise`` and are skipped without it.
         minimize: True when a lower metric is better.
-        b_noise: B_noise (saturating) or B_peak (surge), in samples.
+        b_noise: B_noise (saturating, measured) or B_peak (surge), in samples.
+        eps_max: ε_max of the ``measured`` rule (:func:`lrbatch.rules.predict`).
 
     Returns:
         One regret per (batch size of ``optima``, rule), by batch size then rule order.
@@ -156,7 +158,9 @@ def rule_regrets(
             continue
         unstable = (p.lr for p in points if p.diverged and p.batch_size >= optimum.batch_size)
         edge = min(unstable, default=math.inf)
-        for rule, lr in predict(base_lr, base_batch, optimum.batch_size, rules, b_noise).items():
+        for rule, lr in predict(
+            base_lr, base_batch, optimum.batch_size, rules, b_noise, eps_max
+        ).items():
             regret, measured = _regret_at(lr, found, optimum, edge)
             regrets.append(
                 RuleRegret(

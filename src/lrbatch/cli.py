@@ -215,7 +215,8 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
     rules = [
         r
         for r in RULE_NAMES
-        if r in ("constant", "linear", "square_root") or args.b_noise is not None
+        if r in ("constant", "linear", "square_root")
+        or (args.b_noise is not None and r in ("saturating", "surge"))
     ]
     for rule in rules:
         table.add_column(rule, justify="right")

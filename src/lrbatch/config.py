@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lrbatch.rules import LAW_RULES, RULE_NAMES
+from lrbatch.rules import LAW_RULES, MEASURED, RULE_NAMES
 
 __all__ = [
     "BudgetConfig",
@@ -94,7 +94,8 @@ class SweepConfig:
     lr_max: float = 10.0
     base_grid_per_decade: int = 2  # density of the broad search at B0, points per decade
     rules: list[str] = field(default_factory=lambda: ["constant", "linear", "square_root"])
-    b_noise: float | None = None  # B_noise/B_peak in samples, for anchored saturating/surge
+    b_noise: float | None = None  # B_noise/B_peak in samples, for saturating/surge/measured
+    eps_max: float | None = None  # ε_max of the measured rule (`lrbatch noise-scale`)
     laws: list[str] = field(default_factory=lambda: ["saturating", "surge"])
     bracket_factor: float = 4.0  # step outward when the best lr sits at the edge
     tolerance: float = 1.5  # pinned when the neighbours on both sides are within this factor
@@ -313,6 +314,7 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, setting)
     _positive(cfg, "sweep.base_lr", allow_none=True)
     _positive(cfg, "sweep.b_noise", allow_none=True)
+    _positive(cfg, "sweep.eps_max", allow_none=True)
     _require(
         sweep.lr_min < sweep.lr_max,
         "sweep.lr_min",
@@ -356,6 +358,13 @@ def validate(cfg: DictConfig) -> None:
             "sweep.rules",
             rule,
             "saturating and surge need sweep.b_noise (B_noise or B_peak, in samples)",
+        )
+        _require(
+            rule != MEASURED or (sweep.b_noise is not None and sweep.eps_max is not None),
+            "sweep.rules",
+            rule,
+            "measured needs sweep.b_noise and sweep.eps_max (B_simple and ε_max, as "
+            "`lrbatch noise-scale` prints them)",
         )
     for law in sweep.laws:
         _require(law in LAW_RULES, "sweep.laws", law, f"accepted: {', '.join(LAW_RULES)}")

@@ -237,6 +237,12 @@ def render(run: NoiseScaleRun, optimizer: str | None = None) -> Group:
     ]
     if run.diverged:
         notes.append(f"The run diverged after step {last.step}: lower --lr.")
+    if optimizer is None and math.isfinite(last.estimate.b_simple * last.estimate.eps_max):
+        notes.append(
+            "To seed a sweep with it (the rule `measured`, trained and scored like the others): "
+            "'sweep.rules=[constant,linear,square_root,measured]' "
+            f"sweep.b_noise={last.estimate.b_simple:.4g} sweep.eps_max={last.estimate.eps_max:.4g}"
+        )
     if optimizer is not None:
         notes.append(
             f"The optimizer is {optimizer}: ε_opt is plain SGD's optimum, a scale here, not a "

@@ -43,7 +43,7 @@ from functools import lru_cache
 from typing import Any
 
 from lrbatch.laws import fit_law
-from lrbatch.rules import predict
+from lrbatch.rules import MEASURED, predict
 
 __all__ = [
     "WAIT",
@@ -164,6 +164,7 @@ class SweepPlan:
     base_lr: float | None = None
     rules: tuple[str, ...] = ("constant", "linear", "square_root")
     b_noise: float | None = None
+    eps_max: float | None = None
     laws: tuple[str, ...] = ("saturating", "surge")
     bracket_factor: float = 4.0
     tolerance: float = 1.5
@@ -184,6 +185,7 @@ class SweepPlan:
             base_lr=None if sweep.base_lr is None else float(sweep.base_lr),
             rules=tuple(sweep.rules),
             b_noise=None if sweep.b_noise is None else float(sweep.b_noise),
+            eps_max=None if sweep.get("eps_max") is None else float(sweep.eps_max),
             laws=tuple(sweep.laws),
             bracket_factor=float(sweep.bracket_factor),
             tolerance=float(sweep.tolerance),
@@ -283,7 +285,7 @@ class SweepPlan:
 
     def predictions(self, batch: int, base_lr: float) -> dict[str, float]:
         """Each configured rule's learning rate at ``batch`` (unclipped)."""
-        return predict(base_lr, self.base_batch, batch, self.rules, self.b_noise)
+        return predict(base_lr, self.base_batch, batch, self.rules, self.b_noise, self.eps_max)
 
     # -- per batch size -------------------------------------------------------------------
 
@@ -355,7 +357,9 @@ class SweepPlan:
             hi = math.floor(math.log10(self.lr_max) * self.base_grid_per_decade + 1e-9)
             grid = [10 ** (k / self.base_grid_per_decade) for k in range(lo, hi + 1)]
             grid = grid or [math.sqrt(self.lr_min * self.lr_max)]  # bounds closer than the grid
-            return [(lr, "base_grid", _SAME) for lr in grid]
+            measured = predict(1.0, batch, batch, [MEASURED], self.b_noise, self.eps_max)
+            seeds = [(self._clip(lr), "rule:measured", _SAME) for lr in measured.values()]
+            return [(lr, "base_grid", _SAME) for lr in grid] + seeds
         merged: list[tuple[float, list[str]]] = []
         for name, lr in self.predictions(batch, base_lr).items():
             lr = self._clip(lr)

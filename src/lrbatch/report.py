@@ -80,6 +80,7 @@ class Report:
     base_lr: float | None  # η0 anchoring the rules (configured, else the optimum at B0)
     rules: tuple[str, ...]
     b_noise: float | None
+    eps_max: float | None
     points: list[TrialPoint]
     optima: list[BatchOptimum]
     fits: list[LawFit]
@@ -105,7 +106,12 @@ class Report:
         lines: dict[str, list[float]] = {}
         for optimum in self.optima:
             predicted = predict(
-                self.base_lr, self.base_batch, optimum.batch_size, self.rules, self.b_noise
+                self.base_lr,
+                self.base_batch,
+                optimum.batch_size,
+                self.rules,
+                self.b_noise,
+                self.eps_max,
             )
             for rule, lr in predicted.items():
                 lines.setdefault(rule, []).append(lr)
@@ -159,12 +165,12 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
         or next((o.lr_opt for o in optima if o.batch_size == base_batch), None)
     )
     rules = tuple(sweep.get("rules") or _DEFAULT_RULES)
-    b_noise = sweep.get("b_noise")
+    b_noise, eps_max = sweep.get("b_noise"), sweep.get("eps_max")
     fits = fit_laws(optima) if len(optima) >= 2 else []
     regrets = (
         []
         if base_lr is None
-        else rule_regrets(points, optima, base_batch, base_lr, rules, minimize, b_noise)
+        else rule_regrets(points, optima, base_batch, base_lr, rules, minimize, b_noise, eps_max)
     )
     target = budget.get("kind") == "target" or any(p.reached_target is not None for p in points)
     edge = fit_edge(optima)
@@ -172,7 +178,9 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
     noise = measured_noise(noise_records(study.get_trials(deepcopy=False)), optima)
     predictions = []
     if predict_batches and sum(o.bracketed for o in optima) >= 2:
-        predictions = predict_at(optima, predict_batches, edge, base_batch, base_lr, rules, b_noise)
+        predictions = predict_at(
+            optima, predict_batches, edge, base_batch, base_lr, rules, b_noise, eps_max=eps_max
+        )
     return Report(
         study_name=study.study_name,
         metric="steps to target"
@@ -183,6 +191,7 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
         base_lr=base_lr,
         rules=rules,
         b_noise=b_noise,
+        eps_max=eps_max,
         points=points,
         optima=optima,
         fits=fits,

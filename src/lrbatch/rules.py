@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 __all__ = [
     "ANCHORED_RULES",
     "LAW_RULES",
+    "MEASURED",
     "RULE_NAMES",
     "anchored",
     "constant",
@@ -127,7 +128,8 @@ ANCHORED_RULES: dict[str, AnchoredRule] = {
     "linear": linear,
     "square_root": square_root,
 }
-RULE_NAMES = (*ANCHORED_RULES, "saturating", "surge")
+MEASURED = "measured"  # ε_max / (1 + B_noise/B) from `lrbatch noise-scale`: no anchor
+RULE_NAMES = (*ANCHORED_RULES, "saturating", "surge", MEASURED)
 
 
 def predict(
@@ -136,8 +138,12 @@ def predict(
     batch: float,
     rules: Sequence[str] = RULE_NAMES,
     b_noise: float | None = None,
+    eps_max: float | None = None,
 ) -> dict[str, float]:
     """Each rule's learning rate at ``batch``, anchored at (``base_batch``, ``base_lr``).
+
+    ``measured`` is not anchored: it is McCandlish et al.'s SGD optimum from measurement alone,
+    ε_max / (1 + B_noise/B), with ε_max and B_noise (≈ B_simple) from ``lrbatch noise-scale``.
 
     Args:
         base_lr: η0, the learning rate known (or found) best at ``base_batch``.
@@ -145,7 +151,9 @@ def predict(
         batch: effective batch size to predict for.
         rules: names from :data:`RULE_NAMES`. ``saturating`` and ``surge`` need ``b_noise``
             and are skipped without it.
-        b_noise: B_noise (saturating) or B_peak (surge), in samples.
+        b_noise: B_noise (saturating, measured) or B_peak (surge), in samples.
+        eps_max: ε_max, the best step along the full-batch gradient (measured); ``measured``
+            is skipped without it and ``b_noise``.
 
     Returns:
         ``{rule name: predicted learning rate}``, in the order of ``rules``.
@@ -160,6 +168,9 @@ def predict(
         elif name in LAW_RULES:
             if b_noise is not None:
                 predictions[name] = anchored(name, b_noise)(batch, base_batch, base_lr)
+        elif name == MEASURED:
+            if b_noise is not None and eps_max is not None:
+                predictions[name] = saturating(batch, eps_max, b_noise)
         else:
             raise ValueError(f"unknown rule {name!r}; accepted: {', '.join(RULE_NAMES)}")
     return predictions
