@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from lrbatch import data as datasets
-from lrbatch.data import TensorData, load_tensors, mnist1d, teacher
+from lrbatch.data import TensorData, load_tensors, mnist1d, teacher, teacher_regression
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 IMAGE_FOLDERS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}
@@ -189,7 +189,7 @@ def test_cifar_pickle_with_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_same_seed_gives_identical_tensors() -> None:
-    for build in (mnist1d, teacher):
+    for build in (mnist1d, teacher, teacher_regression):
         first, second = build(seed=3), build(seed=3)
         other = build(seed=4)
         torch.testing.assert_close(first.x_train, second.x_train, rtol=0, atol=0)
@@ -262,6 +262,19 @@ def test_teacher_noise_is_the_probability_of_a_resampled_label() -> None:
     assert changed == pytest.approx(0.5 * 0.9, abs=0.03)  # a resample keeps the class 1 in 10
     with pytest.raises(ValueError, match=r"noise=1\.5.*\[0, 1\]"):
         teacher(noise=1.5)
+
+
+def test_teacher_regression_targets_are_the_teachers_outputs_plus_noise() -> None:
+    clean = instantiate(_config("teacher_regression"))
+    assert clean.task == "regression" and clean.num_outputs == 10
+    assert clean.y_train.shape == (32768, 10) and clean.input_shape == (32,)
+    labelled = teacher(num_samples=40960, noise=0.0)  # the same inputs and teacher
+    torch.testing.assert_close(clean.x_train, labelled.x_train, rtol=0, atol=0)
+    assert torch.equal(clean.y_train.argmax(dim=1), labelled.y_train)
+    noisy = teacher_regression(noise=0.5)
+    assert float((noisy.y_train - clean.y_train).std()) == pytest.approx(0.5, rel=0.01)
+    with pytest.raises(ValueError, match=r"noise=-0\.1 is not accepted.*finite number >= 0"):
+        teacher_regression(noise=-0.1)
 
 
 def test_tensor_data_to_moves_every_tensor() -> None:

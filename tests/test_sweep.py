@@ -177,6 +177,7 @@ def test_every_ready_made_sweep_runs_two_tiny_trials(workdir: Path, sweep_file: 
     tiny_data = {
         "lrbatch.data.mnist1d": ["dataset.num_samples=400"],
         "lrbatch.data.teacher": ["dataset.num_samples=400"],
+        "lrbatch.data.teacher_regression": ["dataset.num_samples=400"],
         "lrbatch.data.cifar10": [f"dataset.data_dir={workdir / 'data'}", "dataset.download=false"],
     }
     cfg = load_config(sweep_file)

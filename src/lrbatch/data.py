@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 import os
 import random
 import tempfile
@@ -36,6 +37,7 @@ __all__ = [
     "mnist",
     "mnist1d",
     "teacher",
+    "teacher_regression",
 ]
 
 
@@ -218,12 +220,6 @@ def teacher(
         ValueError: If a size is below 1 (``num_classes`` below 2), ``noise`` is outside
             [0, 1] or ``val_fraction`` outside (0, 1).
     """
-    for setting, size in (
-        ("num_samples", num_samples),
-        ("input_dim", input_dim),
-        ("hidden", hidden),
-    ):
-        _check_positive(setting, size)
     if num_classes < 2:
         raise ValueError(f"dataset num_classes={num_classes!r} is not accepted: it must be >= 2")
     if not 0.0 <= noise <= 1.0:
@@ -231,18 +227,84 @@ def teacher(
             f"dataset noise={noise!r} is not accepted: it is the probability that a label is "
             "resampled uniformly, in [0, 1]"
         )
-    _check_fraction("val_fraction", val_fraction)
-    gen = torch.Generator().manual_seed(seed)
-    w1 = torch.randn(input_dim, hidden, generator=gen) / input_dim**0.5
-    w2 = torch.randn(hidden, num_classes, generator=gen) / hidden**0.5
-    x = torch.randn(num_samples, input_dim, generator=gen)
-    y = torch.argmax(torch.tanh(x @ w1) @ w2, dim=1)
+    gen, x, outputs = _teacher_outputs(
+        num_samples, input_dim, num_classes, hidden, val_fraction, seed
+    )
+    y = torch.argmax(outputs, dim=1)
     resampled = torch.rand(num_samples, generator=gen) < noise
     y = torch.where(resampled, torch.randint(num_classes, (num_samples,), generator=gen), y)
     num_val = max(1, round(num_samples * val_fraction))
     return TensorData(
         x[num_val:], y[num_val:], x[:num_val], y[:num_val], "classification", "teacher", num_classes
     )
+
+
+def teacher_regression(
+    num_samples: int = 40960,
+    input_dim: int = 32,
+    num_outputs: int = 10,
+    hidden: int = 64,
+    noise: float = 0.0,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> TensorData:
+    """Synthetic teacher-student regression: the targets are the teacher's outputs themselves.
+
+    The inputs and the teacher are :func:`teacher`'s (the same ``seed`` draws the same inputs and
+    weights); each target is ``W2 tanh(W1 x)``, plus Gaussian noise of standard deviation
+    ``noise`` on every output. Without noise the per-example gradients shrink with the residual,
+    as the mean gradient does, so the gradient noise scale B_simple = tr(Σ)/|G|² stays moderate
+    (tens to a few hundred with an MLP student) far longer than on a classification task, where
+    it climbs into the thousands once the easy examples are fitted; target noise adds to tr(Σ)
+    what no fit removes, and raises B_simple as the residual falls to it.
+
+    Args:
+        num_samples: Examples in total, train and validation together.
+        input_dim: Features per example.
+        num_outputs: Target dimensions (the teacher's outputs).
+        hidden: Hidden width of the teacher.
+        noise: Standard deviation of the Gaussian noise added to every target, >= 0.
+        val_fraction: Fraction of the examples held out for validation, in (0, 1).
+        seed: Seed of the inputs, the teacher and the noise.
+
+    Returns:
+        Regression data with inputs ``[N, input_dim]`` and targets ``[N, num_outputs]``.
+
+    Raises:
+        ValueError: If a size is below 1, ``noise`` is negative or not finite, or
+            ``val_fraction`` is outside (0, 1).
+    """
+    _check_positive("num_outputs", num_outputs)
+    if not (math.isfinite(noise) and noise >= 0.0):
+        raise ValueError(
+            f"dataset noise={noise!r} is not accepted: it is the standard deviation of the "
+            "Gaussian noise added to each target, a finite number >= 0"
+        )
+    gen, x, y = _teacher_outputs(num_samples, input_dim, num_outputs, hidden, val_fraction, seed)
+    y = y + noise * torch.randn(y.shape, generator=gen)
+    num_val = max(1, round(num_samples * val_fraction))
+    return TensorData(
+        x[num_val:], y[num_val:], x[:num_val], y[:num_val], "regression", "teacher_regression"
+    )
+
+
+def _teacher_outputs(
+    num_samples: int, input_dim: int, num_outputs: int, hidden: int, val_fraction: float, seed: int
+) -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
+    """Gaussian inputs ``x`` and a random teacher's outputs ``tanh(x W1) W2``, with the
+    generator that drew them (its next draws are the noise); checks the sizes."""
+    for setting, size in (
+        ("num_samples", num_samples),
+        ("input_dim", input_dim),
+        ("hidden", hidden),
+    ):
+        _check_positive(setting, size)
+    _check_fraction("val_fraction", val_fraction)
+    gen = torch.Generator().manual_seed(seed)
+    w1 = torch.randn(input_dim, hidden, generator=gen) / input_dim**0.5
+    w2 = torch.randn(hidden, num_outputs, generator=gen) / hidden**0.5
+    x = torch.randn(num_samples, input_dim, generator=gen)
+    return gen, x, torch.tanh(x @ w1) @ w2
 
 
 def mnist(
