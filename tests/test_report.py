@@ -65,8 +65,10 @@ def test_the_noise_scale_the_trials_measured_is_in_the_report(
     markdown = markdown_verdict(report)
     assert f"**Noise scale.** {report.theory()}" in markdown
     assert "| 10% |" in markdown
-    (lines,) = [s for s in report.figures()[0].series if s.name.startswith("B_simple measured")]
-    assert {x for x in lines.x if x == x} <= set(noise.span)
+    drawn = {s.name: s.x[0] for s in report.figures()[0].series if s.name.startswith("B_simple")}
+    middle = next(p for p in noise.points if p.point == "50%")
+    if math.isfinite(middle.b_simple) and 32 / 4 <= middle.b_simple <= 512 * 4:  # drawn range
+        assert drawn[f"B_simple at mid-training (trials): {middle.b_simple:.3g}"] == middle.b_simple
 
 
 def test_report_files_are_valid(smoke_study: tuple[str, Path]) -> None:

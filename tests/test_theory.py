@@ -118,27 +118,42 @@ def law(name: str, parameter: str, value: float, low: float, high: float, limit=
     )
 
 
-def test_fitted_scales_are_compared_with_the_measured_span() -> None:
+def test_fitted_scales_are_compared_with_b_simple_at_each_point() -> None:
+    # B_simple grows ×8 from 10% to the end of the run, as it does in real training
     rng = np.random.default_rng(1)
-    truth = world(100.0, rng)
+    growth = {"start": 30.0, "10%": 25.0, "50%": 60.0, "end": 200.0}
     optima = [optimum(b, 0.01 * b) for b in (32, 64)]
-    trials = [(b, 0.01 * b, records(truth, b, 4, rng)) for b in (32, 64) for _ in range(4)]
+    worlds = {point: world(value, rng) for point, value in growth.items()}
+    trials = []
+    for b in (32, 64):
+        for _ in range(6):
+            records_by_point = []
+            for point, truth in worlds.items():
+                (record,) = [r for r in records(truth, b, 4, rng) if r.point == point]
+                records_by_point.append(record)
+            trials.append((b, 0.01 * b, tuple(records_by_point)))
     measured = measured_noise(trials, optima)
     assert measured is not None
-    low, high = measured.span
-    assert low < 100 < high
+    middle = next(p for p in measured.points if p.point == "50%")
+    end = next(p for p in measured.points if p.point == "end")
+    assert middle.low < 60 < middle.high and end.low < 200 < end.high
+    assert middle.high < end.low  # the points are told apart
     fits = [
-        law("saturating", "b_noise", 120.0, 80.0, 180.0),  # overlaps the span
-        law("surge", "b_peak", 30 * high, 10 * high, 60 * high),  # ×10 above it
-        law("saturating", "b_noise", low / 20, low / 40, low / 5, limit=0.0),  # a limit
+        law("saturating", "b_noise", 60.0, 45.0, 80.0),  # mid-training's
+        law("surge", "b_peak", 200.0, 150.0, 260.0),  # the end's only
+        law("surge", "b_peak", 2.0, 1.0, 4.0),  # none (the end's interval is open above)
+        law("saturating", "b_noise", 1e3, 500.0, 2e3, limit=1.0),  # a limit
     ]
     checked = compare(measured, fits)
-    agree, above, limit = checked.comparisons
-    assert (agree.agrees, agree.factor) == (True, 1.0)
-    assert not above.agrees and above.factor == pytest.approx(10.0)
-    assert not limit.identified and limit.factor == pytest.approx(0.2)
+    mid, late, none, limit = checked.comparisons
+    assert mid.agrees and "50%" in mid.matches and "end" not in mid.matches
+    assert not late.agrees and late.matches == ("end",)
+    assert late.ratios["50%"] == pytest.approx(200.0 / middle.b_simple)
+    assert not none.agrees and none.matches == ()
+    assert not limit.identified
     text = theory_text(checked, supported=("surge",))
-    assert text.index("surge's B_peak") < text.index("saturating's B_noise 120")
-    assert "×10 above it: they disagree" in text
-    assert "saturating's B_noise 120 (80–180) agrees" in text
+    assert text.index("surge's B_peak 200") < text.index("saturating's B_noise 60")
+    assert "saturating's B_noise 60 (45–80) agrees with mid-training's" in text
+    assert "matches only at end: they disagree over most of the run" in text
+    assert "surge's B_peak 2 (1–4) is ×1/" in text and "matches no point: they disagree" in text
     assert "is not identified by the optima" in text

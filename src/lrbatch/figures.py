@@ -114,23 +114,23 @@ def _measured_series(
     measured: Mapping[str, tuple[float, float] | None],
     grid: Sequence[float],
 ) -> list[Series]:
-    """From measurement alone: vertical lines at the ends of the measured B_simple span (90%,
-    10% of the run to its end) where they fall within the batch sizes drawn, and McCandlish et
-    al.'s SGD optimum ε_max / (1 + B_simple/B) of a recorded noise-scale run."""
+    """From measurement alone: vertical lines at the B_simple the trials measured at
+    mid-training (solid) and at the end of training (dashed), where they fall within a factor 4
+    of the batch sizes drawn (the lower end of an unresolved one), and McCandlish et al.'s SGD
+    optimum ε_max / (1 + B_simple/B) of a recorded noise-scale run."""
     series = []
-    span = measured.get("b_simple")
-    if span is not None:
-        lrs = [lr for o in optima for lr in (o.lr_low, o.lr_high) if math.isfinite(lr)]
-        bottom, top = min(lrs) / 2, max(lrs) * 2
-        x: list[float] = []
-        y: list[float] = []
-        for end in span:
-            if grid[0] / 4 <= end <= grid[-1] * 4:
-                x += [end, end, math.nan]
-                y += [bottom, top, math.nan]
-        if x:
-            name = f"B_simple measured in the trials, {span[0]:.3g}–{span[1]:.3g} (90%)"
-            series.append(Series(name, x, y, True, False, dashed=True, color="#9467bd"))
+    lrs = [lr for o in optima for lr in (o.lr_low, o.lr_high) if math.isfinite(lr)]
+    for point, words, dashed in (("50%", "mid-training", False), ("end", "end of training", True)):
+        found = measured.get(point)
+        if found is None or not lrs:
+            continue
+        value = found[0] if math.isfinite(found[0]) else found[1]
+        if not grid[0] / 4 <= value <= grid[-1] * 4:
+            continue
+        shown = f"{value:.3g}" if math.isfinite(found[0]) else f"≥ {value:.3g}"
+        name = f"B_simple at {words} (trials): {shown}"
+        x, y = [value, value], [min(lrs) / 2, max(lrs) * 2]
+        series.append(Series(name, x, y, True, False, dashed=dashed, color="#9467bd"))
     curve = measured.get("sgd_optimum")
     if curve is not None:
         eps_max, b_simple = curve

@@ -206,14 +206,17 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
 
 
 def _measured_lines(report: Report) -> dict[str, tuple[float, float] | None]:
-    """What the optimal-lr figure draws from measurement alone: the measured B_simple span
-    (``"b_simple"``) and, from a recorded plain-SGD noise-scale run, (ε_max, B_simple) of its
-    optimum curve (``"sgd_optimum"``)."""
+    """What the optimal-lr figure draws from measurement alone: B_simple the trials measured at
+    mid-training and at the end (``"50%"``, ``"end"``: value and the interval's lower end) and,
+    from a recorded plain-SGD noise-scale run, (ε_max, B_simple) of its optimum curve
+    (``"sgd_optimum"``)."""
     run = report.noise_run
-    return {
-        "b_simple": None if report.noise is None else report.noise.span,
-        "sgd_optimum": (run.eps_max, run.b_simple) if run is not None and run.plain_sgd else None,
+    points = {} if report.noise is None else {p.point: p for p in report.noise.points}
+    lines: dict[str, tuple[float, float] | None] = {
+        name: (points[name].b_simple, points[name].low) for name in ("50%", "end") if name in points
     }
+    lines["sgd_optimum"] = (run.eps_max, run.b_simple) if run and run.plain_sgd else None
+    return lines
 
 
 def _sweep_anchor(study: optuna.Study) -> tuple[int | None, float | None]:

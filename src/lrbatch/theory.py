@@ -20,11 +20,15 @@ B_simple grows as training goes on (the gradient shrinks faster than its noise),
 comparison uses its span from the 10% point to the end, the lower end of the lowest interval
 to the upper end of the highest: at initialization B_simple says little.
 
-*Compared.* A fitted batch scale agrees with the measurement when its 90% interval overlaps
-that span; otherwise the report says by what factor it lies above or below. A saturating or
-surge fit that scored as one of its limits (``LawFit.limit_exponent``: its batch scale is not
-identified) is compared too, but said to be unidentified. The critical batch of a target
-budget (:class:`lrbatch.analysis.CriticalBatch`) is one more batch scale, compared alike.
+*Compared.* A fitted batch scale is set against B_simple at each point from 10% of the run
+on: whether its 90% interval overlaps the point's, and by what factor it differs. It *agrees*
+when it overlaps B_simple at mid-training (the 50% point): B_simple grows by orders of
+magnitude over a run (×40 to ×100 from 10% to the end on the surge sweeps), so agreeing with
+some point of the run would let almost any scale agree; the text says which points it matches.
+A saturating or surge fit that scored as one of its limits (``LawFit.limit_exponent``: its
+batch scale is not identified) is compared too, but said to be unidentified. The critical
+batch of a target budget (:class:`lrbatch.analysis.CriticalBatch`) is one more batch scale,
+compared alike.
 """
 
 from __future__ import annotations
@@ -86,9 +90,10 @@ class Comparison:
         fitted: the fitted value, in samples.
         low: lower end of its 90% interval.
         high: upper end.
-        agrees: the interval overlaps the measured span.
-        factor: fitted / the span's nearer end when they do not agree (> 1: above it), 1.0
-            when they do.
+        ratios: per point from ``10%`` on, fitted / B_simple there.
+        matches: the points whose 90% interval overlaps the fitted one.
+        agrees: it matches the mid-training (``50%``) point, or the last point before it
+            where the run recorded no 50% point.
         identified: False for a law that scored as one of its limits (its scale is free).
     """
 
@@ -97,8 +102,9 @@ class Comparison:
     fitted: float
     low: float
     high: float
+    ratios: dict[str, float]
+    matches: tuple[str, ...]
     agrees: bool
-    factor: float
     identified: bool = True
 
 
@@ -197,25 +203,30 @@ def measured_noise(
     return MeasuredNoise(tuple(points), span, len(near), batches)
 
 
+_MIDDLE = "50%"
+
+
 def _comparison(
     source: str,
     parameter: str,
     value: float,
     interval: tuple[float, float],
-    span: tuple[float, float],
+    points: Sequence[NoisePoint],
     identified: bool,
 ) -> Comparison:
-    low, high = interval
-    agrees = low <= span[1] and high >= span[0]
-    factor = 1.0 if agrees else (low / span[1] if low > span[1] else high / span[0])
+    low, high = float(interval[0]), float(interval[1])
+    ratios = {p.point: float(value) / p.b_simple for p in points}
+    matches = tuple(p.point for p in points if low <= p.high and high >= p.low)
+    reference = next((p.point for p in points if p.point == _MIDDLE), points[-1].point)
     return Comparison(
         source,
         parameter,
         float(value),
-        float(low),
-        float(high),
-        bool(agrees),
-        float(factor),
+        low,
+        high,
+        ratios,
+        matches,
+        reference in matches,
         identified,
     )
 
@@ -224,7 +235,9 @@ def compare(
     measured: MeasuredNoise, fits: Sequence[LawFit], critical: CriticalBatch | None = None
 ) -> MeasuredNoise:
     """``measured`` with its comparisons: each saturating or surge fit's batch scale, and the
-    critical batch of a target budget, against the measured span (module docstring)."""
+    critical batch of a target budget, against B_simple at each point from 10% of the run on
+    (module docstring)."""
+    later = [p for p in measured.points if p.point != "start"] or list(measured.points)
     comparisons = []
     for fit in fits:
         parameter = _SCALES.get(fit.law)
@@ -233,9 +246,7 @@ def compare(
         interval = fit.intervals.get(parameter, (math.nan, math.nan))
         identified = fit.limit_exponent is None
         comparisons.append(
-            _comparison(
-                fit.law, parameter, fit.params[parameter], interval, measured.span, identified
-            )
+            _comparison(fit.law, parameter, fit.params[parameter], interval, later, identified)
         )
     if critical is not None and math.isfinite(critical.b_noise):
         comparisons.append(
@@ -244,7 +255,7 @@ def compare(
                 "b_noise",
                 critical.b_noise,
                 critical.b_noise_interval,
-                measured.span,
+                later,
                 True,
             )
         )
@@ -262,31 +273,45 @@ def _scale_name(c: Comparison) -> str:
     )
 
 
+def _times(ratio: float) -> str:
+    if not math.isfinite(ratio) or ratio <= 0:
+        return "against an unresolved B_simple"
+    return f"×{ratio:.2g}" if ratio >= 1 else f"×1/{1 / ratio:.2g}"
+
+
 def theory_text(measured: MeasuredNoise, supported: Sequence[str] = ()) -> str:
-    """What the measurement says about the fits, in plain words: the measured span, then per
-    fitted batch scale whether it agrees (laws the verdict supports first)."""
-    low, high = measured.span
-    values = (
-        f"{low:.3g}–{high:.3g}"
-        if math.isfinite(high)
-        else f"≥ {low:.3g} (no upper end: |G|² unresolved)"
-    )
-    head = (
-        f"The gradients measured B_simple {values} along training (90%, from 10% "
-        f"of the run to its end; {measured.trials} trials near the optima)"
-    )
+    """What the measurement says about the fits, in plain words: B_simple along the run, then
+    per fitted batch scale which points it matches and whether it agrees at mid-training
+    (laws the verdict supports first)."""
+    shown = [p for p in measured.points if p.point != "start"] or list(measured.points)
+    values = ", ".join(f"{_point_value(p)} at {p.point}" for p in shown)
+    head = f"The gradients measured B_simple {values} ({measured.trials} trials near the optima)"
     ordered = sorted(measured.comparisons, key=lambda c: c.source not in supported)
     said = []
     for c in ordered:
         fitted = f"{_scale_name(c)} {c.fitted:.3g} ({c.low:.3g}–{c.high:.3g})"
+        middle = c.ratios.get(_MIDDLE, next(iter(c.ratios.values()), math.nan))
         if not c.identified:
             said.append(f"{fitted} is not identified by the optima (it scored as a limit)")
         elif c.agrees:
-            said.append(f"{fitted} agrees with it")
+            also = [m for m in c.matches if m != _MIDDLE]
+            said.append(
+                f"{fitted} agrees with mid-training's"
+                + (f" (and with {', '.join(also)})" if also else "")
+            )
+        elif c.matches:
+            said.append(
+                f"{fitted} is {_times(middle)} mid-training's and matches only at "
+                f"{' and '.join(c.matches)}: they disagree over most of the run"
+            )
         else:
-            where = "above" if c.factor > 1 else "below"
-            size = c.factor if c.factor > 1 else 1 / c.factor
-            said.append(f"{fitted} lies ×{size:.2g} {where} it: they disagree")
+            said.append(
+                f"{fitted} is {_times(middle)} mid-training's and matches no point: they disagree"
+            )
     if not said:
         return head + "; no fitted law has a batch scale to compare it with."
     return head + "; " + "; ".join(said) + "."
+
+
+def _point_value(p: NoisePoint) -> str:
+    return f"{p.b_simple:.3g}" if math.isfinite(p.b_simple) else "unresolved"
