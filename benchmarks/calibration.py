@@ -4,6 +4,7 @@ truth, on synthetic sweeps run by the real plan (the full version of tests/test_
     python benchmarks/calibration.py                      # 30 worlds per scenario
     python benchmarks/calibration.py --repeats 60
     python benchmarks/calibration.py --before d8562fb     # also the estimator of that commit
+    python benchmarks/calibration.py --max-seeds 12       # more seeds where an optimum is loose
 
 What is measured: for each scenario (a truth across batch sizes × a landscape shape, see
 :class:`lrbatch.calibration.Landscape`), ``--repeats`` independent worlds (seed offsets and
@@ -20,12 +21,15 @@ is run against the landscape as one worker would run it, then rerun with fresh t
 - *width*: the median interval width, in decades.
 
 ``--before REF`` loads ``src/lrbatch/_optima.py`` as it was at a git commit and scores its
-``batch_optima`` on the same trials, side by side.
+``batch_optima`` on the same trials, side by side (the estimator only: the sweeps are run by
+this tree's plan). ``--max-seeds N`` runs the plan with ``sweep.max_seeds=N`` (default 0: no
+seeds beyond ``sweep.seeds``, the plan before that setting existed).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import platform
 import subprocess
@@ -105,15 +109,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30, help="worlds per scenario")
     parser.add_argument("--before", default=None, help="git commit of an earlier estimator")
+    parser.add_argument(
+        "--max-seeds", type=int, default=PLAN.max_seeds, help="sweep.max_seeds of the plan"
+    )
     parser.add_argument("--truths", nargs="*", default=list(TRUTHS), choices=list(TRUTHS))
     parser.add_argument("--shapes", nargs="*", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args()
+    plan = dataclasses.replace(PLAN, max_seeds=args.max_seeds)
     estimators: dict[str, Estimator] = {"now": batch_optima}
     if args.before:
         estimators = {args.before: estimator_at(args.before), **estimators}
     print(
         f"# {datetime.now():%Y-%m-%d %H:%M}, {cpu_model()}, Python {platform.python_version()}; "
-        f"{args.repeats} worlds per scenario, default plan"
+        f"{args.repeats} worlds per scenario, default plan, sweep.max_seeds={args.max_seeds}"
     )
     header = (
         f"{'scenario / estimator':28s} {'n':>5s} | {'err50':>6s} {'err90':>6s} {'err95':>6s} "
@@ -127,7 +135,7 @@ def main() -> None:
         for shape in args.shapes:
             landscape = Landscape(TRUTHS[truth], **SHAPES[shape])
             start = time.perf_counter()
-            runs = sweeps(PLAN, landscape, args.repeats)
+            runs = sweeps(plan, landscape, args.repeats)
             seconds = time.perf_counter() - start
             for name, estimator in estimators.items():
                 result = score(landscape, runs, estimator)

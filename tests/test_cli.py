@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import ROOT, TINY
+from rich.console import Console
 
-from lrbatch.cli import NO_ANSWER, main
+from lrbatch.cli import NO_ANSWER, _print_end, main
+from lrbatch.plan import Observation, Proposal, SweepPlan
+from lrbatch.sweep import SweepOutcome
 
 
 def test_predict_prints_each_rule(capsys) -> None:
@@ -209,3 +213,25 @@ def test_predict_reads_the_last_sweeps_storage_without_storage(workdir: Path, ca
     assert main(["predict", "--study", "lion", "--batch", "2048", "--json"]) == 0
     (p,) = json.loads(capsys.readouterr().out)["predictions"]
     assert p["batch_size"] == 2048 and p["extrapolation_octaves"] == pytest.approx(1.0)
+
+
+def test_a_budget_spent_while_adding_seeds_says_every_optimum_is_pinned(capsys) -> None:
+    plan = SweepPlan(
+        batch_sizes=(32, 64), base_batch=32, lr_min=1e-3, lr_max=10.0, base_lr=0.1,
+        seeds=2, max_seeds=6, tolerance=1.4,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    seen: list[Observation] = []
+    while isinstance(step := plan.next(seen), Proposal) and step.seed < 2:  # noisy at 64
+        noise = (0.3 if step.batch_size == 64 else 0.001) * rng.normal()
+        value = math.log(step.lr / 0.1) ** 2 + noise
+        seen.append(Observation(step.batch_size, step.lr, step.seed, value, reason=step.reason))
+    assert isinstance(step, Proposal) and step.batch_size == 64  # the budget ends here
+    outcome = SweepOutcome("s", "sqlite:///s.db", "budget", len(seen), plan, seen)
+    assert _print_end(outcome, Console(width=400)) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(
+        "Sweep stopped: its trial budget (sweep.max_trials=200) is spent; every optimum is "
+        "pinned and replicated, but B=64 is still loose: raise it and rerun to add seeds there "
+        "(up to sweep.max_seeds=6)."
+    )

@@ -101,6 +101,12 @@ def test_sweep_file_and_overrides_compose(tmp_path: Path) -> None:
             "sweep.bracket_factor=1.005 is not accepted; it must be ≥ 1.1",
         ),
         (["sweep.tolerance=1"], "sweep.tolerance=1.0 is not accepted; it must be ≥ 1.05"),
+        (
+            ["sweep.max_seeds=-1"],
+            "sweep.max_seeds=-1 is not accepted; the most seeds a batch size gets where its "
+            "optimum is loose: more than sweep.seeds (now 3) to add seeds there, or 0 (or ≤ "
+            "sweep.seeds) for none",
+        ),
         (["schedule.name=cosine"], "schedule.name='cosine' is not accepted; accepted: constant,"),
         (["budget=target", "budget.target=null"], "budget.target=None is not accepted"),
         (["hardware.precision=fp8"], "hardware.precision='fp8' is not accepted; accepted: 32,"),

@@ -14,10 +14,11 @@ BATCHES = (16, 32, 64, 128, 256, 512)
 def run_plan(
     plan: SweepPlan,
     optimum: Callable[[int], float],
-    noise: float = 0.0,
+    noise: float | Callable[[int], float] = 0.0,
     edge: Callable[[int], float] | None = None,
 ) -> tuple[list[Observation], list[Proposal], Finished]:
-    """Evaluate a parabola in log lr with its minimum at optimum(B) until the plan finishes."""
+    """Evaluate a parabola in log lr with its minimum at optimum(B) until the plan finishes;
+    ``noise``: the trials' standard deviation, or that of each batch size."""
     rng = np.random.default_rng(0)
     observations: list[Observation] = []
     proposals: list[Proposal] = []
@@ -31,7 +32,8 @@ def run_plan(
         proposals.append(decision)
         b, lr = decision.batch_size, decision.lr
         diverged = edge is not None and lr > edge(b)
-        value = math.log(lr / optimum(b)) ** 2 + 1.0 + noise * rng.normal()
+        sd = noise(b) if callable(noise) else noise
+        value = math.log(lr / optimum(b)) ** 2 + 1.0 + sd * rng.normal()
         sign = 1 if plan.minimize else -1
         observations.append(
             Observation(b, lr, decision.seed, sign * value, diverged, decision.reason)
@@ -124,6 +126,35 @@ def test_replicates_best_points_with_every_seed_and_finds_pooled_optimum() -> No
     first_replicate = next(i for i, p in enumerate(proposals) if p.reason == "replicate")
     assert all(p.reason != "replicate" for p in proposals[:first_replicate])
     assert all(p.seed == 0 for p in proposals[:first_replicate])
+
+
+def test_more_seeds_only_where_trial_noise_leaves_the_optimum_loose() -> None:
+    # trial noise large against the curvature at B = 512 only: 3 seeds leave its optimum loose
+    sweep = plan(base_lr=0.1, seeds=3, max_seeds=8, tolerance=1.4)
+    observations, proposals, finished = run_plan(
+        sweep, saturating_optimum, noise=lambda b: 0.3 if b == 512 else 0.003
+    )
+    assert finished.why == "complete" and not sweep.shortfalls(observations)
+    seeds = {b: len({o.seed for o in observations if o.batch_size == b}) for b in BATCHES}
+    assert 3 < seeds[512] <= 8
+    assert all(seeds[b] == 3 for b in BATCHES if b != 512), seeds
+    # every batch size is replicated with 3 seeds before any gets a fourth
+    first_extra = next(i for i, p in enumerate(proposals) if p.seed >= 3)
+    assert {(p.batch_size, p.seed) for p in proposals[:first_extra] if p.seed == 2} == {
+        (b, 2) for b in BATCHES
+    }
+    # an added seed trains the best point and its neighbours, like the others
+    state = sweep.states(observations)[512]
+    assert state.phase == "done"
+    at_best = {o.seed for o in observations if o.batch_size == 512 and o.lr == state.best_lr}
+    assert at_best == set(range(seeds[512]))
+    # without max_seeds: 3 seeds everywhere
+    plain, _, _ = run_plan(
+        plan(base_lr=0.1, seeds=3, tolerance=1.4),
+        saturating_optimum,
+        noise=lambda b: 0.3 if b == 512 else 0.003,
+    )
+    assert {o.seed for o in plain} == {0, 1, 2}
 
 
 def test_diverged_runs_count_as_worst_and_bound_the_bracket() -> None:

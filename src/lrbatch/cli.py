@@ -122,6 +122,12 @@ def _print_end(outcome: SweepOutcome, console: Console) -> int:
         found = _no_answer(outcome, missing)
         if outcome.why == "budget":
             found += f" Sweep stopped: {budget}."
+    elif outcome.why == "budget" and (loose := _tightening(outcome)):
+        found = (
+            f"Sweep stopped: {budget}; every optimum is pinned and replicated, "
+            f"but {loose} still loose: raise it and rerun to add seeds there "
+            f"(up to sweep.max_seeds={outcome.plan.seed_limit})."
+        )
     elif outcome.why == "budget":
         found = f"Sweep stopped: {budget}; raise it and rerun to pin every optimum."
     else:
@@ -134,6 +140,20 @@ def _print_end(outcome: SweepOutcome, console: Console) -> int:
         markup=False,
     )
     return NO_ANSWER if missing and outcome.why != "paused" else 0
+
+
+def _tightening(outcome: SweepOutcome) -> str | None:
+    """``B=256, B=512 and B=1024 are`` when every optimum is pinned and replicated with
+    ``sweep.seeds`` and only those batch sizes wait for more seeds (loose); else None."""
+    states = sorted(outcome.plan.states(outcome.observations).items())
+    if not all(s.phase in ("tighten", "done") for _, s in states):
+        return None
+    loose = [f"B={batch}" for batch, s in states if s.phase == "tighten"]
+    if not loose:
+        return None
+    if len(loose) == 1:
+        return f"{loose[0]} is"
+    return f"{', '.join(loose[:-1])} and {loose[-1]} are"
 
 
 def _no_answer(outcome: SweepOutcome, missing: list[Shortfall]) -> str:

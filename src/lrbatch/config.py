@@ -100,6 +100,7 @@ class SweepConfig:
     bracket_factor: float = 4.0  # step outward when the best lr sits at the edge
     tolerance: float = 1.5  # pinned when the neighbours on both sides are within this factor
     seeds: int = 2  # each batch size's best points are trained with this many seeds
+    max_seeds: int = 0  # ...and up to this many where the optimum is loose (0: no more)
     max_trials: int = 200  # trial budget of the whole sweep
 
 
@@ -344,6 +345,13 @@ def validate(cfg: DictConfig) -> None:
         f"give one or more of {', '.join(RULE_NAMES)}",
     )
     _require(sweep.seeds >= 1, "sweep.seeds", sweep.seeds, "it must be ≥ 1")
+    _require(
+        sweep.max_seeds >= 0,
+        "sweep.max_seeds",
+        sweep.max_seeds,
+        f"the most seeds a batch size gets where its optimum is loose: more than sweep.seeds "
+        f"(now {sweep.seeds}) to add seeds there, or 0 (or ≤ sweep.seeds) for none",
+    )
     _require(sweep.max_trials >= 1, "sweep.max_trials", sweep.max_trials, "it must be ≥ 1")
     _require(
         sweep.base_grid_per_decade >= 1,

@@ -18,6 +18,14 @@ waits on a running trial):
 2. *replicate*: train the best point and its two neighbours with the other seeds; if the
    seed-pooled best moves to a neighbour, replicate that one's neighbour too, then bracket and
    refine the seed-pooled optimum like the first seed's until it is pinned as well.
+3. *tighten* (when ``max_seeds`` > ``seeds``): where the optimum estimated from the first
+   ``seeds`` seeds (:func:`lrbatch._optima.batch_optima`, as the report estimates it) is
+   *loose*, its 90% interval reaching further than :data:`LOOSE_DECADES` from it, or no local
+   fit found it, train as many more seeds as that interval says are needed (up to
+   ``max_seeds``) at the best point and its neighbours, as in 2. Trial noise large against the
+   curvature of the metric in log η (short runs at large batch sizes) is averaged down where it
+   is large, at no cost where it is not. Every batch size is replicated with ``seeds`` before
+   any gets more, and the added seeds go first where the fewest have run.
 
 With several workers, one that would wait (every next step depends on a running trial) instead
 replicates early the best point of a batch size whose search is only refining: the point whose
@@ -42,10 +50,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from scipy import stats
+
+from lrbatch._optima import BEST_POINT, TrialPoint, batch_optima
 from lrbatch.laws import fit_law
 from lrbatch.rules import MEASURED, predict
 
 __all__ = [
+    "LOOSE_DECADES",
     "WAIT",
     "BatchState",
     "Finished",
@@ -57,6 +69,9 @@ __all__ = [
 ]
 
 _SAME = 1.01  # two learning rates within 1% are the same point
+# An optimum is loose while its 90% interval reaches further than this from it, in decades
+# (log10 η): the goal is 95% of optima within 0.1 decade of the truth (benchmarks/calibration.py).
+LOOSE_DECADES = 0.1
 
 
 @dataclass(frozen=True)
@@ -104,7 +119,8 @@ class BatchState:
 
     Attributes:
         phase: ``waiting`` (for η0), ``search`` (seeding, bracketing, refining), ``replicate``
-            or ``done``.
+            (with ``seeds``), ``tighten`` (pinned and replicated with ``seeds``, but loose:
+            more seeds, up to ``max_seeds``) or ``done``.
         best_lr: best learning rate so far (seed-pooled once replicated), or None.
         best_value: its metric.
         bracketed: False when the best learning rate sits at ``lr_min`` or ``lr_max``, or no
@@ -169,6 +185,7 @@ class SweepPlan:
     bracket_factor: float = 4.0
     tolerance: float = 1.5
     seeds: int = 2
+    max_seeds: int = 0  # up to this many where the optimum is loose (≤ seeds: no more)
     max_trials: int = 200
     base_grid_per_decade: int = 2
     minimize: bool = True
@@ -190,6 +207,7 @@ class SweepPlan:
             bracket_factor=float(sweep.bracket_factor),
             tolerance=float(sweep.tolerance),
             seeds=int(sweep.seeds),
+            max_seeds=int(sweep.max_seeds),
             max_trials=int(sweep.max_trials),
             base_grid_per_decade=int(sweep.base_grid_per_decade),
             minimize=direction == "minimize",
@@ -209,6 +227,10 @@ class SweepPlan:
             for state in states.values():
                 if state.phase == phase and state.proposal is not None:
                     return state.proposal
+        # more seeds: first where fewest have run, so that a budget running out shares them
+        tightening = [s.proposal for s in states.values() if s.phase == "tighten" and s.proposal]
+        if tightening:
+            return min(tightening, key=lambda p: p.seed if p.reason == "replicate" else 0)
         return self._early_replicate(observations, states) or WAIT
 
     def states(self, observations: Sequence[Observation]) -> dict[int, BatchState]:
@@ -228,6 +250,11 @@ class SweepPlan:
                 if lr is not None and bracketed:
                     searched[batch] = lr
         return states
+
+    @property
+    def seed_limit(self) -> int:
+        """The most seeds a batch size trains: ``max_seeds``, and never fewer than ``seeds``."""
+        return max(self.seeds, self.max_seeds)
 
     def anchor_lr(self, observations: Sequence[Observation]) -> float | None:
         """η0: the configured base learning rate, or the optimum pinned at B0 by the broad
@@ -338,13 +365,18 @@ class SweepPlan:
             )
         if best_lr is None:  # every lr within the bounds lies above the stability edge
             return BatchState(batch, "done", bracketed=False, trials=trials, edge=edge)
-        proposal, pooled = self._replicate(batch, observations, edge)
+        proposal, pooled = self._replicate(batch, observations, edge, self.seeds)
+        phase = "replicate"
+        if pooled is not None and proposal is None and self.seed_limit > self.seeds:
+            base = tuple(o for o in observations if o.seed < self.seeds)
+            wanted = _seeds_wanted(base, self.minimize, self.seeds, self.seed_limit)
+            if wanted > self.seeds:
+                proposal, pooled = self._replicate(batch, observations, edge, wanted)
+                phase = "tighten"
         if pooled is None:
-            return BatchState(
-                batch, "replicate", best_lr, best_value, bracketed, trials, proposal, edge
-            )
+            return BatchState(batch, phase, best_lr, best_value, bracketed, trials, proposal, edge)
         best_lr, best_value, bracketed = pooled
-        phase = "replicate" if proposal is not None else "done"
+        phase = phase if proposal is not None else "done"
         return BatchState(batch, phase, best_lr, best_value, bracketed, trials, proposal, edge)
 
     def _clip(self, lr: float) -> float:
@@ -456,11 +488,12 @@ class SweepPlan:
         return proposal, proposal is not None
 
     def _replicate(
-        self, batch: int, observations: list[Observation], edge: float
+        self, batch: int, observations: list[Observation], edge: float, seeds: int
     ) -> tuple[Proposal | None, tuple[float, float, bool] | None]:
-        """The next replicate (or pooled refinement) at ``batch``, and once every seed has run
-        at the best point and its neighbours, the seed-pooled (best lr, value, bracketed).
-        A point at or above the stability edge (a neighbour that diverged) is not replicated."""
+        """The next replicate (or pooled refinement) at ``batch``, and once each of ``seeds``
+        seeds has run at the best point and its neighbours, the seed-pooled (best lr, value,
+        bracketed). A point at or above the stability edge (a neighbour that diverged) is not
+        replicated."""
         lrs = list(self._scores([o for o in observations if o.seed == 0]))
         best = lrs.index(_best(self._scores([o for o in observations if o.seed == 0])))
         targets = {k for k in (best - 1, best, best + 1) if 0 <= k < len(lrs)}
@@ -468,7 +501,7 @@ class SweepPlan:
             for k in sorted(targets, key=lambda k: abs(k - best)):
                 if not _below(lrs[k], edge):
                     continue
-                for seed in range(1, self.seeds):
+                for seed in range(1, seeds):
                     if not any(o.seed == seed and _same(o.lr, lrs[k]) for o in observations):
                         return Proposal(batch, lrs[k], seed, "replicate"), None
             chosen = [o for o in observations if any(_same(o.lr, lrs[k]) for k in targets)]
@@ -489,6 +522,39 @@ class SweepPlan:
 def _best(scores: dict[float, float]) -> float:
     """The learning rate with the lowest score (the lower lr on a tie)."""
     return min(scores, key=lambda lr: (scores[lr], lr))
+
+
+@lru_cache(maxsize=1024)
+def _seeds_wanted(
+    observations: tuple[Observation, ...], minimize: bool, seeds: int, limit: int
+) -> int:
+    """How many seeds one batch size needs, judged once from its trials with the first
+    ``seeds`` seeds (every one finished): the fewest, up to ``limit``, for which the optimum's
+    90% interval, estimated as the report estimates it, would reach no further than
+    :data:`LOOSE_DECADES` from it: its half-width shrinks like √(seeds/n) and with the t
+    quantile of n − 1 degrees of freedom. ``limit`` where no local fit found an optimum (the
+    best tried lr stands, between its neighbours). Judged on the first seeds only, so that the
+    added seeds' own luck does not decide when to stop adding them (Stein's two-stage
+    design). Cached: the plan asks again before every trial."""
+    points = [
+        TrialPoint(o.batch_size, o.lr, o.seed, o.value, o.diverged)
+        for o in observations
+        if o.value is not None
+    ]
+    optima = batch_optima(points, minimize)
+    if not optima:  # every trial diverged: no seed will find an optimum here
+        return seeds
+    optimum = optima[0]
+    if optimum.method == BEST_POINT:
+        return limit
+    reach = math.log10(max(optimum.lr_opt / optimum.lr_low, optimum.lr_high / optimum.lr_opt))
+    if seeds == 1:  # one seed's interval carries trial noise only: no seed scatter to shrink
+        return seeds if reach <= LOOSE_DECADES else limit
+    t_now = float(stats.t.ppf(0.95, seeds - 1))
+    for n in range(seeds, limit):
+        if reach * math.sqrt(seeds / n) * float(stats.t.ppf(0.95, n - 1)) / t_now <= LOOSE_DECADES:
+            return n
+    return limit
 
 
 @lru_cache(maxsize=256)

@@ -16,6 +16,7 @@ __all__ = ["BatchSummary", "format_lr", "summarize"]
 _STATUS = {
     "done": "pinned",
     "replicate": "replicating",
+    "tighten": "adding seeds",
     "search": "searching",
     "waiting": "waiting",
 }
@@ -28,7 +29,8 @@ class BatchSummary:
     Attributes:
         batch_size: effective batch size.
         status: ``pinned``, ``at lr bound`` (the best lr is lr_min or lr_max: not bracketed),
-            ``replicating``, ``searched`` (replicates to come), ``searching`` or ``waiting``.
+            ``adding seeds`` (pinned and replicated, its optimum still loose), ``replicating``,
+            ``searched`` (replicates to come), ``searching`` or ``waiting``.
         best_lr: the best learning rate found (pooled over seeds once replicated).
         best_value: the metric there (mean over seeds).
         trials: trials run at this batch size, diverged ones included.

@@ -264,7 +264,7 @@ def _objective(worker: Worker) -> Callable[[Trial], float]:
             "batch_size", min(plan.batch_sizes), max(plan.batch_sizes), log=True
         )
         lr = trial.suggest_float("lr", plan.lr_min, plan.lr_max, log=True)
-        seed = trial.suggest_int("seed", 0, plan.seeds - 1)
+        seed = trial.suggest_int("seed", 0, plan.seed_limit - 1)
         proposal = worker.sampler.proposal(trial.number) or Proposal(batch, lr, seed, "fixed")
         if proposal.reason == "explore":  # another worker took the planned point meanwhile
             trial.set_user_attr("reason", "explore (skipped: the plan had nothing to propose)")
