@@ -122,7 +122,12 @@ def combine(pairs: Sequence[GradientPair], eps_max: float = math.nan) -> NoiseEs
 
 
 def sgd_optimum(estimate: NoiseEstimate, batch_size: int) -> float:
-    """McCandlish et al.'s SGD optimum ε_opt(B) = ε_max / (1 + B_noise/B), B_noise ≈ B_simple."""
+    """McCandlish et al.'s SGD optimum ε_opt(B) = ε_max / (1 + B_noise/B), B_noise ≈ B_simple;
+    nan where ε_max is not positive (the loss curves down along G there: the local quadratic
+    has no minimum along it, early in training or where two batches disagree) or B_simple is
+    not."""
+    if not (estimate.eps_max > 0 and estimate.b_simple > 0):
+        return math.nan
     return estimate.eps_max / (1 + estimate.b_simple / batch_size)
 
 

@@ -224,7 +224,7 @@ def render(run: NoiseScaleRun, optimizer: str | None = None) -> Group:
             _number(e.b_simple),
             _number(e.grad_norm),
             _number(e.trace_sigma),
-            _number(e.eps_max),
+            _number(e.eps_max) if not e.eps_max <= 0 else f"{e.eps_max:.4g} (curves down)",
         )
     last = run.trajectory[-1]
     curve = Table(title="SGD optimum")
@@ -237,7 +237,7 @@ def render(run: NoiseScaleRun, optimizer: str | None = None) -> Group:
     ]
     if run.diverged:
         notes.append(f"The run diverged after step {last.step}: lower --lr.")
-    if optimizer is None and math.isfinite(last.estimate.b_simple * last.estimate.eps_max):
+    if optimizer is None and math.isfinite(sgd_optimum(last.estimate, run.batch_size)):
         notes.append(
             "To seed a sweep with it (the rule `measured`, trained and scored like the others): "
             "'sweep.rules=[constant,linear,square_root,measured]' "

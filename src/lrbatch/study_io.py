@@ -237,13 +237,13 @@ def record_noise_run(
 
 def recorded_noise_run(study: optuna.Study) -> NoiseRun | None:
     """The last ``lrbatch noise-scale`` run recorded on ``study``; None where there is none or
-    its last measurement has no finite B_simple and ε_max."""
+    its last measurement has no positive, finite B_simple and ε_max."""
     run = study.user_attrs.get(NOISE_RUN_ATTR)
     if not run or not run.get("trajectory"):
         return None
     last = run["trajectory"][-1]
     b_simple, eps_max = _number(last.get("b_simple")), _number(last.get("eps_max"))
-    if not (math.isfinite(b_simple) and math.isfinite(eps_max)):
+    if not (0 < b_simple < math.inf and 0 < eps_max < math.inf):  # no SGD optimum to draw
         return None
     return NoiseRun(
         batch_size=int(run["batch_size"]),
