@@ -26,6 +26,8 @@ __all__ = [
     "to_png",
 ]
 
+_MEASURED = "#17becf"  # what the gradients measured (the fits take the palette from 4 on)
+
 
 def optimum_figure(
     optima: Sequence[BatchOptimum],
@@ -130,13 +132,13 @@ def _measured_series(
         shown = f"{value:.3g}" if math.isfinite(found[0]) else f"≥ {value:.3g}"
         name = f"B_simple at {words} (trials): {shown}"
         x, y = [value, value], [min(lrs) / 2, max(lrs) * 2]
-        series.append(Series(name, x, y, True, False, dashed=dashed, color="#9467bd"))
+        series.append(Series(name, x, y, True, False, dashed=dashed, color=_MEASURED))
     curve = measured.get("sgd_optimum")
     if curve is not None:
         eps_max, b_simple = curve
         name = f"SGD optimum from ε_max {eps_max:.3g}, B_simple {b_simple:.3g} (noise-scale run)"
         values = [eps_max / (1 + b_simple / b) for b in grid]
-        series.append(Series(name, list(grid), values, True, False, color="#9467bd"))
+        series.append(Series(name, list(grid), values, True, False, color=_MEASURED))
     return series
 
 
