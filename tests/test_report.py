@@ -396,7 +396,9 @@ def test_report_predicts_at_the_batch_sizes_asked_for(workdir: Path, capsys) -> 
     assert all(p["lr"] < p["stability_edge"] for p in data["predictions"])
 
     report = build_report(open_study(url, "sgd"), [4096])
-    assert data["stability_edge"] is None and report.edge is None  # one batch size diverged
+    # diverged at two batch sizes (B = 32 and 256): the edge is a law
+    assert report.edge is not None and report.edge.brackets == 2
+    assert data["stability_edge"]["brackets"] == 2
     series = {s.name: s for s in report.figures()[0].series}
     assert list(series["predicted optimum (90% interval)"].x) == [4096]
     assert list(series["recommended: capped below the stability edge"].x) == [4096]
@@ -405,5 +407,5 @@ def test_report_predicts_at_the_batch_sizes_asked_for(workdir: Path, capsys) -> 
     assert max(x for s in extrapolated for x in s.x if not math.isnan(x)) == pytest.approx(4096)
     measured = [s for name, s in series.items() if name.startswith("fit: ") and not s.dashed]
     assert measured and all(max(s.x) == pytest.approx(1024) for s in measured)
-    assert list(series["stability edge: lowest lr that diverged"].x) == [32]
+    assert list(series["stability edge: lowest lr that diverged"].x) == [32, 256]
     assert 1024 in series["no divergence up to (edge above)"].x
