@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -209,3 +210,13 @@ def test_predict_reads_the_last_sweeps_storage_without_storage(workdir: Path, ca
     assert main(["predict", "--study", "lion", "--batch", "2048", "--json"]) == 0
     (p,) = json.loads(capsys.readouterr().out)["predictions"]
     assert p["batch_size"] == 2048 and p["extrapolation_octaves"] == pytest.approx(1.0)
+
+
+def test_the_readmes_own_model_and_data_example_runs(workdir: Path, capsys) -> None:
+    """README, "Your own model and data": the command as written (mypkg is tests/mypkg)."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    command = next(line for line in readme if line.startswith("lrbatch sweep model._target_="))
+    argv = shlex.split(command)[1:]
+    tiny = [*TINY, "sweep.batch_sizes=[16,64]", "sweep.seeds=1", "--trial-limit", "2"]
+    assert main([*argv, *tiny]) == 0
+    assert "Paused after 2 trials" in " ".join(capsys.readouterr().out.split())

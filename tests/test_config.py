@@ -174,3 +174,19 @@ def test_joining_worker_bad_override(override: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         config_of_study(_recorded(), [override])
+
+
+def test_a_replaced_target_starts_from_its_own_arguments(tmp_path: Path) -> None:
+    """`model._target_=...` drops the option file's settings (mlp's hidden, activation), keeps
+    those given with it; a sweep file's own settings for the section count as given."""
+    cfg = load_config(overrides=["model._target_=mypkg.models.Net", "+model.depth=4"])
+    assert dict(cfg.model) == {"_target_": "mypkg.models.Net", "depth": 4}
+    cfg = load_config(overrides=["dataset._target_=mypkg.data.load", "dataset.seed=3"])
+    assert dict(cfg.dataset) == {"_target_": "mypkg.data.load", "seed": 3}
+    sweep = tmp_path / "mine.yaml"
+    sweep.write_text("model:\n  _target_: mypkg.models.Net\n  width: 8\n")
+    assert dict(load_config(sweep).model) == {"_target_": "mypkg.models.Net", "width": 8}
+    # the option's own target keeps the option's settings; a setting the target lacks is refused
+    assert load_config(overrides=["model._target_=lrbatch.models.MLP"]).model.hidden == [256, 256]
+    with pytest.raises(ConfigError, match=r"model.hidden=\[8\] is not accepted; mypkg.models.Net"):
+        load_config(overrides=["model._target_=mypkg.models.Net", "model.hidden=[8]"])
