@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import re
 import shlex
 import socket
@@ -220,3 +221,16 @@ def test_the_readmes_own_model_and_data_example_runs(workdir: Path, capsys) -> N
     tiny = [*TINY, "sweep.batch_sizes=[16,64]", "sweep.seeds=1", "--trial-limit", "2"]
     assert main([*argv, *tiny]) == 0
     assert "Paused after 2 trials" in " ".join(capsys.readouterr().out.split())
+
+
+def test_piped_output_sizes_tables_to_their_content(workdir: Path) -> None:
+    """Piped or logged, no table is cut at 80 columns (`0.0328–0…`): each is as wide as it is."""
+    trials = ROOT / "docs" / "results" / "sgd_mnist1d" / "trials.csv"
+    url = "sqlite:///runs/sgd.db"
+    assert main(["import", str(trials), "--storage", url, "--study", "sgd"]) == 0
+    report = [sys.executable, "-m", "lrbatch", "report", "--no-dashboard"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # (this checkout's lrbatch)
+    piped = subprocess.run(report, capture_output=True, text=True, timeout=300, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "…" not in piped.stdout and "0.0238–0.0452" in piped.stdout
+    assert max(len(line) for line in piped.stdout.splitlines()) > 100

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lrbatch import __version__
+from lrbatch._console import make_console
 from lrbatch.config import ConfigError
 from lrbatch.rules import RULE_NAMES, power_law, predict
 
@@ -299,7 +300,7 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.description}"),
-        console=Console(stderr=True) if args.json else console,
+        console=make_console(stderr=True) if args.json else console,
         transient=True,
     )
     with progress:
@@ -631,7 +632,7 @@ def _import(args: argparse.Namespace, console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lrbatch`` console script."""
     args = _parser().parse_args(argv)
-    console = Console()
+    console = make_console()
     _quiet_libraries()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM): like Ctrl-C
     try:

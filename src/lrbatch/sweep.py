@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, Trial
 from rich.console import Console
 
 from lrbatch import __version__
+from lrbatch._console import make_console
 from lrbatch.config import ConfigError, config_of_study, validate
 from lrbatch.data import TensorData
 from lrbatch.display import SweepProgress
@@ -420,7 +421,7 @@ def run_sweep(
     Raises:
         ConfigError: bad input, found before any trial runs.
     """
-    return _run(cfg, console or Console(), trial_limit, record=True)
+    return _run(cfg, console or make_console(), trial_limit, record=True)
 
 
 def join_sweep(
@@ -459,4 +460,4 @@ def join_sweep(
         )
     cfg = config_of_study(recorded["lrbatch.config"], overrides)
     cfg.study.storage = url
-    return _run(cfg, console or Console(), trial_limit, record=False)
+    return _run(cfg, console or make_console(), trial_limit, record=False)
