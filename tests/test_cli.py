@@ -234,3 +234,19 @@ def test_piped_output_sizes_tables_to_their_content(workdir: Path) -> None:
     assert piped.returncode == 0, piped.stderr
     assert "…" not in piped.stdout and "0.0238–0.0452" in piped.stdout
     assert max(len(line) for line in piped.stdout.splitlines()) > 100
+
+
+def test_cfg_job_prints_the_config_and_the_plans_first_trials(workdir: Path, capsys) -> None:
+    """Hydra's `--cfg job`, with options among the overrides: prints, trains and creates nothing."""
+    smoke = str(ROOT / "sweeps" / "smoke.yaml")
+    argv = ["sweep", smoke, "sweep.seeds=1", "--trial-limit", "5", "sweep.batch_sizes=[32,64]"]
+    assert main([*argv, "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    import yaml
+
+    printed = yaml.safe_load(out)
+    assert printed["sweep"]["seeds"] == 1 and printed["sweep"]["batch_sizes"] == [32, 64]
+    assert printed["model"]["hidden"] == [128, 128] and printed["study"]["name"] == "smoke"
+    assert "# The plan's first trials in a new study" in out
+    assert re.search(r"#   B=32 lr=0.1 seed=0 \(rule:", out)  # (smoke: base_lr 0.1 at B0=32)
+    assert list(workdir.iterdir()) == []

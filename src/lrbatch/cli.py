@@ -1,6 +1,6 @@
 """``lrbatch``: the command line.
 
-lrbatch sweep [SWEEP_FILE] [OVERRIDES...]      run or resume a sweep
+lrbatch sweep [SWEEP_FILE] [OVERRIDES...] [--cfg job]      run or resume a sweep (or print it)
 lrbatch worker --storage URL --study NAME [KEY=VALUE...]    join a sweep's study
 lrbatch predict --study NAME [--storage URL] --batch 4096 [--batch ...] [--json]
 lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
@@ -26,7 +26,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig
 from rich.console import Console
@@ -60,18 +60,90 @@ def _quiet_libraries() -> None:
     )
 
 
+_YAML = (".yaml", ".yml")
+
+
 def _sweep_items(items: list[str]) -> tuple[str | None, list[str]]:
-    """(sweep file, overrides) of ``[SWEEP_FILE] [OVERRIDES...]``."""
-    sweep_file = items[0] if items and items[0].endswith((".yaml", ".yml")) else None
-    return sweep_file, items[1:] if sweep_file else items
+    """(sweep file, overrides) of ``[SWEEP_FILE] [OVERRIDES...]``.
+
+    Raises:
+        ConfigError: an item that is neither (a sweep file after overrides, or without its
+            ``.yaml``; a word without ``=``).
+    """
+    sweep_file = items[0] if items and items[0].endswith(_YAML) else None
+    overrides = items[1:] if sweep_file else items
+    for item in overrides:
+        if "=" in item or item.startswith("~"):  # key=value, +key=value, ~key: Hydra's
+            continue
+        if item.endswith(_YAML):
+            raise ConfigError(
+                f"sweep file {item} comes after overrides; accepted: the sweep file first, "
+                f"then the overrides that change it: lrbatch sweep {item} key=value ..."
+            )
+        named = [Path(f"{item}.yaml"), Path("sweeps") / f"{item}.yaml"]
+        found = next((str(path) for path in named if path.is_file()), None)
+        if found:
+            raise ConfigError(f"{item!r} is not a sweep file; accepted: its file name, {found}")
+        raise ConfigError(
+            f"{item!r} is neither a sweep file nor an override; accepted: a sweep file "
+            "(sweeps/NAME.yaml, first), then overrides key=value, +key=value or ~key"
+        )
+    return sweep_file, overrides
+
+
+def _refuse_hydra_flags(args: argparse.Namespace) -> None:
+    """Hydra's own flags that lrbatch, a Hydra-composed program but no Hydra app, has not."""
+    flags = {"--info": args.info is not None, "--hydra-help": args.hydra_help}
+    for flag in (flag for flag, given in flags.items() if given):
+        raise ConfigError(
+            f"{flag} is Hydra's (lrbatch composes conf/ with Hydra's compose API, it is not a "
+            "Hydra app); accepted: --cfg job (print the composed config and the plan's first "
+            "trials), --help (lrbatch's options)"
+        )
+    if args.cfg not in (None, "job"):
+        raise ConfigError(
+            f"--cfg {args.cfg}: accepted: --cfg job (lrbatch has no Hydra app config to print)"
+        )
+
+
+def _print_config(cfg: DictConfig, console: Console, *, plan_steps: bool = True) -> None:
+    """`--cfg job`: the composed config, then the first trials its plan starts a new study
+    with (before any result), as YAML comments. Trains and creates nothing."""
+    from omegaconf import OmegaConf
+
+    from lrbatch.plan import Observation, Proposal, SweepPlan
+    from lrbatch.sweep import objective_direction
+
+    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
+    lines = [OmegaConf.to_yaml(cfg).rstrip()]
+    if plan_steps:
+        lines.append("# The plan's first trials in a new study (before any result):")
+    started: list[Observation] = []
+    while plan_steps and len(started) < _FIRST_STEPS:
+        step = plan.next(started)
+        if not isinstance(step, Proposal):
+            break
+        lines.append(f"#   B={step.batch_size} lr={step.lr:.4g} seed={step.seed} ({step.reason})")
+        started.append(Observation(step.batch_size, step.lr, step.seed, None, reason=step.reason))
+    if len(started) == _FIRST_STEPS:
+        lines.append("#   ... then as the results say")
+    console.print("\n".join(lines), markup=False, highlight=False)
+
+
+_FIRST_STEPS = 12  # trials of the plan that `--cfg job` shows
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config, validate
     from lrbatch.workers import start_worker_server
 
+    _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)
     cfg = load_config(sweep_file, overrides, check=False)
+    if args.cfg:
+        validate(cfg)
+        _print_config(cfg, console)
+        return 0
     workers = cfg.hardware.workers
     if cfg.hardware.accelerator == "cpu" and isinstance(workers, int) and workers > 1:
         start_worker_server()  # its imports (seconds) run beside this process's own
@@ -295,6 +367,9 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
     )
 
     cfg, lr, source, batch, study = _noise_scale_config(args)
+    if args.cfg:
+        _print_config(cfg, console, plan_steps=False)
+        return 0
     progress = Progress(
         TextColumn("measuring the noise scale"),
         BarColumn(),
@@ -339,6 +414,7 @@ def _noise_scale_config(
     noise-scale`'s arguments; lr None: none was given or configured (the run measures one)."""
     from lrbatch.config import config_of_study, load_config
 
+    _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)
     if args.study is None and args.storage is None:
         cfg = load_config(sweep_file, overrides)
@@ -381,8 +457,47 @@ def _noise_scale_config(
     return cfg, float(report.base_lr), source, report.base_batch or None, study
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors one line (a :class:`ConfigError`, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (`{self.prog} --help` lists what is accepted)")
+
+
+def _hydra_flags(parser: argparse.ArgumentParser) -> None:
+    """``--cfg job``, and Hydra's ``--info`` and ``--hydra-help`` to answer with one line."""
+    parser.add_argument(
+        "--cfg",
+        default=None,
+        metavar="job",
+        help="print the composed config and the plan's first trials; train nothing",
+    )
+    parser.add_argument("--info", nargs="?", const="all", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--hydra-help", action="store_true", help=argparse.SUPPRESS)
+
+
+# The list each command gathers its positional arguments in: overrides may come before,
+# between and after its options (`lrbatch sweep A --trial-limit 5 B`).
+_POSITIONALS = {"sweep": "items", "noise-scale": "items", "worker": "overrides"}
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    gathered = _POSITIONALS.get(args.command)
+    unknown = [e for e in extras if gathered is None or e.startswith("-")]
+    if unknown:
+        raise ConfigError(
+            f"unrecognized arguments: {' '.join(unknown)} (`lrbatch {args.command} --help` lists "
+            "what is accepted)"
+        )
+    if extras:
+        getattr(args, str(gathered)).extend(extras)
+    return args
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lrbatch",
         description="How the best learning rate changes with the batch size, measured.",
     )
@@ -404,6 +519,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--trial-limit", type=int, default=None, help="train at most this many trials in this run"
     )
+    _hydra_flags(sweep)
 
     worker = commands.add_parser(
         "worker",
@@ -508,6 +624,7 @@ def _parser() -> argparse.ArgumentParser:
         help="measurements along the run, after the one at the initial weights (default 8)",
     )
     noise.add_argument("--json", action="store_true", help="print one JSON object")
+    _hydra_flags(noise)
 
     report = commands.add_parser(
         "report", help="analyse a study: optima, laws, rules' regret, plots"
@@ -631,8 +748,12 @@ def _import(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lrbatch`` console script."""
-    args = _parser().parse_args(argv)
     console = make_console()
+    try:
+        args = _parse(argv)
+    except ConfigError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        return 2
     _quiet_libraries()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM): like Ctrl-C
     try:

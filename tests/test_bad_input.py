@@ -1,0 +1,73 @@
+"""Every bad input: one line naming what is wrong (exit status 2), and nothing created or changed.
+
+A new case is a row of ``CASES``: the command (``{sweeps}`` is the checkout's sweeps/, ``{dir}``
+the directory it runs in), and words of the one line it must print. Each runs in a directory
+holding ``runs/paper.db`` (a study, ``paper``), ``grid.csv``, ``sweeps/smoke.yaml`` and
+``empty.yaml``; the test checks that none of them changed and nothing was added.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from lrbatch.cli import main
+
+SMOKE = "{sweeps}/smoke.yaml"
+PAPER = "sqlite:///runs/paper.db"
+
+CASES: list[tuple[list[str], str]] = [
+    # values out of range
+    (["predict", "--base-lr", "-1", "--base-batch", "128", "--batch", "512"], "--base-lr must be"),
+    (["sweep", SMOKE, "sweep.batch_sizes=[0]"], "sweep.batch_sizes=[0] is not accepted"),
+    # Hydra's habits
+    (["sweep", "--info"], "--info is Hydra's"),
+    (["sweep", "--hydra-help"], "--hydra-help is Hydra's"),
+    (["sweep", "--cfg", "hydra"], "--cfg hydra: accepted: --cfg job"),
+    (["noise-scale", "--info"], "--info is Hydra's"),
+    (["sweep", "sweep.seeds=1", SMOKE], "smoke.yaml comes after overrides"),
+    (["sweep", "sweeps/smoke"], "'sweeps/smoke' is not a sweep file; accepted: its file name"),
+    (["sweep", "smoke"], "accepted: its file name, sweeps/smoke.yaml"),
+    (["sweep", "adam"], "'adam' is neither a sweep file nor an override"),
+    (["sweep", "--bogus", "sweep.seeds=1"], "unrecognized arguments: --bogus"),
+    (["report", "extra"], "unrecognized arguments: extra"),
+    (["predict", "--base-lr", "0.1"], "the following arguments are required: --batch"),
+]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory each case starts from."""
+    where = tmp_path_factory.mktemp("template")
+    (where / "runs").mkdir()
+    (where / "sweeps").mkdir()
+    shutil.copy(ROOT / "sweeps" / "smoke.yaml", where / "sweeps")
+    grid = where / "grid.csv"
+    grid.write_text("batch_size,lr,metric\n64,0.01,2\n64,0.02,1\n64,0.04,2\n")
+    url = f"sqlite:///{where}/runs/paper.db"
+    assert main(["import", str(grid), "--storage", url, "--study", "paper"]) == 0
+    (where / "empty.yaml").write_text("")
+    return where
+
+
+def _state(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(
+    argv: list[str], message: str, template: Path, workdir: Path, capsys
+) -> None:
+    shutil.copytree(template, workdir, dirs_exist_ok=True)
+    before = _state(workdir)
+    argv = [a.format(sweeps=ROOT / "sweeps", dir=workdir) for a in argv]
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert message in lines[0]
+    assert _state(workdir) == before
