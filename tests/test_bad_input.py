@@ -7,6 +7,8 @@ holding ``runs/paper.db`` (a study, ``paper``), ``grid.csv``, ``sweeps/smoke.yam
 """
 
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,22 @@ CASES: list[tuple[list[str], str]] = [
     (["sweep", "--bogus", "sweep.seeds=1"], "unrecognized arguments: --bogus"),
     (["report", "extra"], "unrecognized arguments: extra"),
     (["predict", "--base-lr", "0.1"], "the following arguments are required: --batch"),
+    # reading a storage never creates one
+    (["report", "--storage", "sqlite:///runs/typo.db"], "there is no file runs/typo.db"),
+    (["predict", "--study", "p", "--storage", "sqlite:///p.db", "--batch", "8"], "no file p.db"),
+    (["worker", "--storage", "sqlite:///runs/new.db", "--study", "x"], "no file runs/new.db"),
+    (["dashboard", "--storage", "sqlite:///runs/nope.db"], "there is no file runs/nope.db"),
+    (["noise-scale", "--study", "p", "--storage", "sqlite:///p.db"], "there is no file p.db"),
+    (["studies", "--storage", "sqlite:///runs/typo.db"], "there is no file runs/typo.db"),
+    (["sweep", SMOKE, "study.storage=sqlite://runs/x.db"], "has a host part ('runs')"),
+    (["sweep", SMOKE, "study.storage=sqlite://runs/x.db", "--cfg", "job"], "has a host part"),
+    (["worker", "--storage", PAPER, "--study", "nope"], "'nope' is not in"),
+    # lrbatch studies
+    (
+        ["studies", "--delete", "paper"],
+        "--delete paper: no terminal to confirm on; accepted: --yes",
+    ),
+    (["studies", "--delete", "nope", "--yes"], "no studies of that name in runs/; accepted: one"),
 ]
 
 
@@ -51,10 +69,19 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
-def _state(directory: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
-    }
+def _state(directory: Path) -> dict[str, object]:
+    """Every file's content; a SQLite database's as SQL (read through its write-ahead log, which
+    an engine still open in this process keeps beside it)."""
+    state: dict[str, object] = {}
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file() or path.name.endswith(("-wal", "-shm")):
+            continue
+        if path.suffix == ".db":
+            with closing(sqlite3.connect(path)) as connection:
+                state[str(path.relative_to(directory))] = list(connection.iterdump())
+        else:
+            state[str(path.relative_to(directory))] = path.read_bytes()
+    return state
 
 
 @pytest.mark.parametrize(("argv", "message"), CASES, ids=[" ".join(c[0]) for c in CASES])

@@ -92,7 +92,11 @@ def test_import_then_report_from_the_command_line(workdir: Path, capsys) -> None
 
 
 def test_dashboard_on_a_port_in_use_is_a_clear_error(workdir: Path, capsys) -> None:
-    url = f"sqlite:///{workdir}/empty.db"
+    url = f"sqlite:///{workdir}/grid.db"
+    grid = workdir / "grid.csv"
+    grid.write_text("batch_size,lr,metric\n64,0.01,2\n64,0.02,1\n")
+    assert main(["import", str(grid), "--storage", url, "--study", "grid"]) == 0
+    capsys.readouterr()
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         assert main(["dashboard", "--storage", url, "--port", str(port)]) == 2
@@ -250,3 +254,30 @@ def test_cfg_job_prints_the_config_and_the_plans_first_trials(workdir: Path, cap
     assert "# The plan's first trials in a new study" in out
     assert re.search(r"#   B=32 lr=0.1 seed=0 \(rule:", out)  # (smoke: base_lr 0.1 at B0=32)
     assert list(workdir.iterdir()) == []
+
+
+def test_studies_lists_each_study_with_its_state_and_deletes_one(
+    workdir: Path, capsys, monkeypatch
+) -> None:
+    smoke = str(ROOT / "sweeps" / "smoke.yaml")
+    assert main(["sweep", smoke, "--trial-limit", "0"]) == 0  # creates the study, trains nothing
+    grid = workdir / "grid.csv"
+    grid.write_text("batch_size,lr,metric\n64,0.01,2\n64,0.02,1\n64,0.04,2\n")
+    assert main(["import", str(grid), "--storage", "sqlite:///runs/paper.db", "--study", "p"]) == 0
+    capsys.readouterr()
+    assert main(["studies"]) == 0
+    rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines()[4:-1]}
+    assert set(rows) == {"smoke", "p"}
+    assert "paused" in rows["smoke"] and re.search(r"imported\s*│\s*3\s*│", rows["p"])
+    monkeypatch.setattr("lrbatch.cli._confirm", lambda question, command: False)
+    assert main(["studies", "--delete", "p"]) == 0
+    assert "Nothing deleted." in capsys.readouterr().out
+    monkeypatch.setattr("lrbatch.cli._confirm", lambda question, command: True)
+    assert main(["studies", "--delete", "p"]) == 0
+    assert "Deleted study 'p' (3 trials) from sqlite:///runs/paper.db." in capsys.readouterr().out
+    smoke_db = ["--storage", "sqlite:///runs/smoke.db"]
+    assert main(["studies", *smoke_db, "--delete", "smoke", "--yes"]) == 0
+    capsys.readouterr()
+    assert main(["studies"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("No study in sqlite:///runs/") and "smoke.db" in out and "paper" in out

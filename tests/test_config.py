@@ -190,3 +190,29 @@ def test_a_replaced_target_starts_from_its_own_arguments(tmp_path: Path) -> None
     assert load_config(overrides=["model._target_=lrbatch.models.MLP"]).model.hidden == [256, 256]
     with pytest.raises(ConfigError, match=r"model.hidden=\[8\] is not accepted; mypkg.models.Net"):
         load_config(overrides=["model._target_=mypkg.models.Net", "model.hidden=[8]"])
+
+
+def test_the_readmes_running_sweeps_examples_run_one_after_another() -> None:
+    """README, "Running sweeps": two examples sharing a study train the same way (else the
+    second would be refused, its training settings differing from the study's)."""
+    import shlex
+
+    from conftest import ROOT
+
+    from lrbatch.sweep import storage_url, training_settings
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Running sweeps", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    studies: dict[str, tuple[str, dict]] = {}
+    for line in block.splitlines():
+        if not line.startswith("lrbatch sweep"):
+            continue
+        words = shlex.split(line.split("#")[0])[2:]
+        options = {i for i, word in enumerate(words) if word.startswith("--")}
+        items = [w for i, w in enumerate(words) if not {i, i - 1} & options]  # (and values)
+        sweep_file = str(ROOT / items.pop(0)) if items and items[0].endswith(".yaml") else None
+        cfg = load_config(sweep_file, items)
+        study = f"{cfg.study.name} in {storage_url(cfg)}"
+        first, settings = studies.setdefault(study, (line, training_settings(cfg)))
+        assert settings == training_settings(cfg), f"{line!r} collides with {first!r}"
+    assert len(studies) >= 3

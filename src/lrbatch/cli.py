@@ -7,6 +7,7 @@ lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
 lrbatch noise-scale [SWEEP_FILE] [OVERRIDES...] [--lr LR | --study NAME] [--json]
 lrbatch report [--storage URL] [--study NAME] [--out DIR] [--predict 4096 ...]
 lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
+lrbatch studies [--storage URL] [--delete NAME [--yes]]      list (or delete) studies
 lrbatch import FILE.csv --storage URL --study NAME          load a grid measured elsewhere
 
 Exit status: 0 done (for ``sweep`` and ``worker``: every batch size has an optimum, or the run
@@ -141,7 +142,11 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     sweep_file, overrides = _sweep_items(args.items)
     cfg = load_config(sweep_file, overrides, check=False)
     if args.cfg:
+        from lrbatch.storage import check_storage
+        from lrbatch.sweep import storage_url
+
         validate(cfg)
+        check_storage(storage_url(cfg))
         _print_config(cfg, console)
         return 0
     workers = cfg.hardware.workers
@@ -647,6 +652,18 @@ def _parser() -> argparse.ArgumentParser:
         help="do not save the figures and verdict into the study",
     )
 
+    studies = commands.add_parser(
+        "studies",
+        help="list the studies in a storage with their state and trials; delete one",
+        description="List the studies in --storage (default: every SQLite file in runs/), each "
+        "with its state (running, paused, complete, budget spent, imported) and trial counts.",
+    )
+    studies.add_argument(
+        "--storage", default=None, help="SQLAlchemy URL (default: every file in ./runs/)"
+    )
+    studies.add_argument("--delete", default=None, metavar="NAME", help="delete this study")
+    studies.add_argument("--yes", action="store_true", help="delete without asking")
+
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on 127.0.0.1")
     dashboard.add_argument(
         "--storage", default=None, help="SQLAlchemy URL (default: the last sweep's in ./runs/)"
@@ -701,6 +718,62 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _studies(args: argparse.Namespace, console: Console) -> int:
+    """`lrbatch studies`: the studies in a storage (default: every file in runs/), each with
+    its state and trial counts; `--delete NAME` deletes one, once confirmed."""
+    from lrbatch.storage import redact
+    from lrbatch.studies import delete_study, runs_storages, study_rows
+
+    urls = [args.storage] if args.storage else runs_storages()
+    if not urls:
+        raise ConfigError("no study found in runs/: run `lrbatch sweep` first, or give --storage")
+    rows = [row for url in urls for row in study_rows(url)]
+    if args.delete is None and not rows:
+        console.print(f"No study in {', '.join(redact(url) for url in urls)}.", highlight=False)
+        return 0
+    if args.delete is None:
+        table = Table(title="Studies", title_justify="left")
+        for column in ("storage", "study", "state", "finished", "diverged", "running", "failed"):
+            table.add_column(
+                column, justify="left" if column in ("storage", "study", "state") else "right"
+            )
+        table.add_column("last trial started")
+        for row in rows:
+            last = "—" if row.last is None else row.last.strftime("%Y-%m-%d %H:%M")
+            counts = (row.finished, row.diverged, row.running, row.failed)
+            table.add_row(row.storage, row.name, row.state, *map(str, counts), last)
+        console.print(table)
+        return 0
+    holding = [(url, row) for url in urls for row in study_rows(url) if row.name == args.delete]
+    if len(holding) != 1:
+        where = f"in {args.storage}" if args.storage else "in runs/"
+        names = ", ".join(sorted({row.name for row in rows})) or "none"
+        raise ConfigError(
+            f"--delete {args.delete}: {len(holding) or 'no'} studies of that name {where}; "
+            f"accepted: one study's name ({names}){', with --storage' if holding else ''}"
+        )
+    url, row = holding[0]
+    trials = row.finished + row.running + row.failed
+    question = f"Delete study {row.name!r} and its {trials} trials from {row.storage}?"
+    if not args.yes and not _confirm(question, f"--delete {args.delete}"):
+        console.print("Nothing deleted.")
+        return 0
+    delete_study(url, row.name)
+    console.print(f"Deleted study {row.name!r} ({trials} trials) from {row.storage}.")
+    return 0
+
+
+def _confirm(question: str, command: str) -> bool:
+    """Whether the user answers yes to ``question`` on the terminal.
+
+    Raises:
+        ConfigError: there is no terminal to ask on (``command`` then needs --yes).
+    """
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{command}: no terminal to confirm on; accepted: --yes to confirm")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
     from optuna_dashboard import run_server
 
@@ -708,7 +781,7 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.study_io import find_last_study
 
     url = args.storage or find_last_study()
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url, heartbeat_interval=None, create=False)
     _check_port(args.host, args.port)
     console.print(
         f"optuna-dashboard for {redact(url)} on http://{args.host}:{args.port}/ (Ctrl-C stops it)"
@@ -763,6 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "predict": _predict,
             "report": _report,
             "dashboard": _dashboard,
+            "studies": _studies,
             "import": _import,
             "noise-scale": _noise_scale,
         }

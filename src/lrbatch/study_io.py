@@ -37,7 +37,10 @@ from typing import Any, Literal, NamedTuple
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.exceptions import OptunaError
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from lrbatch.analysis import TrialPoint
 from lrbatch.config import ConfigError
@@ -58,6 +61,7 @@ __all__ = [
     "outcome",
     "record_noise_run",
     "recorded_noise_run",
+    "study_names",
     "trial_noise",
 ]
 
@@ -275,10 +279,8 @@ def open_study(storage_url: str, study_name: str | None) -> optuna.Study:
     Raises:
         ConfigError: no such study, or the storage holds none.
     """
-    storage = open_storage(storage_url, heartbeat_interval=None)
-    names = [
-        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-    ]
+    storage = open_storage(storage_url, heartbeat_interval=None, create=False)
+    names = study_names(storage)
     if not names:
         raise ConfigError(f"storage {redact(storage_url)} holds no study")
     if study_name is None:
@@ -290,13 +292,26 @@ def open_study(storage_url: str, study_name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
+def study_names(storage: BaseStorage) -> list[str]:
+    """The names of the studies in ``storage``, oldest first; none where it has no tables
+    (a database no study was ever created in)."""
+    try:
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    except (OptunaError, SQLAlchemyError):
+        return []
+    return [s.study_name for s in summaries]
+
+
 def find_last_study(runs_dir: Path = Path("runs")) -> str:
     """The storage URL of the most recently written SQLite study under ``runs_dir``.
 
     Raises:
         ConfigError: there is none.
     """
-    candidates = sorted(runs_dir.glob("*.db"), key=lambda p: p.stat().st_mtime)
+    candidates = sorted(
+        (p for p in runs_dir.glob("*.db") if p.stat().st_size > 0),  # (not an empty file)
+        key=lambda p: p.stat().st_mtime,
+    )
     if not candidates:
         raise ConfigError(
             f"no study found in {runs_dir}/: run `lrbatch sweep` first, or give --storage"

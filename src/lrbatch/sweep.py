@@ -25,8 +25,10 @@ import optuna
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import OptunaError
 from optuna.trial import FrozenTrial, Trial
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from lrbatch import __version__
 from lrbatch._console import make_console
@@ -37,7 +39,7 @@ from lrbatch.interrupts import Interrupts
 from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
 from lrbatch.sampler import LRBatchSampler, next_step, observations
 from lrbatch.storage import check_storage, default_url, open_storage, redact
-from lrbatch.study_io import noise_user_attrs
+from lrbatch.study_io import noise_user_attrs, study_names
 from lrbatch.train import build_model, load_data, make_fabric, train
 from lrbatch.workers import SLOT_ENV, WorkerPool, start_worker_server, worker_slots
 
@@ -444,11 +446,11 @@ def join_sweep(
     Raises:
         ConfigError: no such study, it was not made by ``lrbatch sweep``, or bad overrides.
     """
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url, heartbeat_interval=None, create=False)
     try:
         recorded = optuna.load_study(study_name=study_name, storage=storage).user_attrs
-    except KeyError:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+    except (KeyError, OptunaError, SQLAlchemyError):  # (no such study; no tables at all)
+        names = ", ".join(study_names(storage)) or "none"
         raise ConfigError(
             f"--study={study_name!r} is not in {redact(url)}; its studies: {names}. "
             "Start a sweep there first: lrbatch sweep study.storage=URL study.name=NAME"
