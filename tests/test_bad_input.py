@@ -18,6 +18,7 @@ from lrbatch.cli import main
 
 SMOKE = "{sweeps}/smoke.yaml"
 PAPER = "sqlite:///runs/paper.db"
+BAD_DATA = ["sweep", "dataset._target_=mypkg.data.bad"]  # (tests/mypkg)
 
 CASES: list[tuple[list[str], str]] = [
     # values out of range
@@ -45,6 +46,29 @@ CASES: list[tuple[list[str], str]] = [
     (["sweep", SMOKE, "study.storage=sqlite://runs/x.db"], "has a host part ('runs')"),
     (["sweep", SMOKE, "study.storage=sqlite://runs/x.db", "--cfg", "job"], "has a host part"),
     (["worker", "--storage", PAPER, "--study", "nope"], "'nope' is not in"),
+    # tracebacks before
+    (["import", "missing.csv", "--storage", PAPER, "--study", "q"], "missing.csv: cannot be read"),
+    (["import", "runs", "--storage", PAPER, "--study", "q"], "runs: cannot be read (Is a direc"),
+    (["report", "--storage", PAPER, "--out", "/proc/nope/rep"], "--out /proc/nope/rep: cannot"),
+    (["report", "--storage", PAPER, "--out", "grid.csv"], "--out grid.csv: cannot write"),
+    (["sweep", SMOKE, "study.storage=sqlite:////proc/nope/x.db"], "cannot create /proc/nope/x.db"),
+    ([*BAD_DATA, "+dataset.kind=labels_n_by_2"], "y_train has shape (384, 2) and dtype"),
+    # the data blamed, not the model or optimizer
+    (
+        [*BAD_DATA, "+dataset.kind=empty_val"],
+        "(mypkg.data.bad): ValueError: TensorData x_val has no",
+    ),
+    (
+        [*BAD_DATA, "+dataset.kind=negative_labels"],
+        "mypkg.data.bad): ValueError: TensorData y_train holds",
+    ),
+    ([*BAD_DATA, "+dataset.kind=object_dtype"], "x_train is an array of dtype object"),
+    # install hints keep their brackets (rich markup)
+    (
+        ["sweep", SMOKE, "study.storage=postgresql+pg8000://u@h/db"],
+        "pip install 'lrbatch[postgres]'",
+    ),
+    (["sweep", "dataset=mnist", "dataset.data_dir=nodata"], "pip install 'lrbatch[vision]'"),
     # lrbatch studies
     (
         ["studies", "--delete", "paper"],

@@ -281,3 +281,20 @@ def test_studies_lists_each_study_with_its_state_and_deletes_one(
     assert main(["studies"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("No study in sqlite:///runs/") and "smoke.db" in out and "paper" in out
+
+
+def test_ctrl_c_is_not_logged_with_optunas_traceback() -> None:
+    """Optuna logs an interrupted trial as "Trial N failed ..." with ~40 lines of traceback:
+    lrbatch's own "Interrupted." line says it instead; other warnings still show."""
+    import logging
+
+    from lrbatch.cli import _quiet_libraries
+
+    _quiet_libraries()
+    handlers = logging.getLogger("optuna").handlers
+    interrupted = (KeyboardInterrupt, KeyboardInterrupt(), None)
+    trial_failed = logging.LogRecord(
+        "optuna.study._optimize", logging.WARNING, __file__, 1, "Trial 0 failed", (), interrupted
+    )
+    warning = logging.LogRecord("optuna", logging.WARNING, __file__, 1, "a warning", (), None)
+    assert handlers and all(not h.filter(trial_failed) and h.filter(warning) for h in handlers)

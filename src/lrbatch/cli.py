@@ -24,6 +24,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lrbatch import __version__
@@ -49,10 +51,24 @@ __all__ = ["NO_ANSWER", "main"]
 NO_ANSWER = 3  # exit status: the sweep ended without an optimum at some batch size
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Drops a log record that carries a KeyboardInterrupt (Optuna's "Trial N failed ...",
+    with 40 lines of traceback): an interrupted run says so in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        return kind is None or not issubclass(kind, KeyboardInterrupt)
+
+
+_NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
+
+
 def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_NO_INTERRUPT_TRACEBACK)
     for name in ("lightning", "lightning.fabric", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
@@ -706,10 +722,14 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         if batch <= 0:
             raise ConfigError(f"--predict {batch}: accepted: a positive effective batch size")
     study = open_study(args.storage or find_last_study(), args.study)
+    out = args.out or Path("runs") / f"{study.study_name}-report"
+    _check_out(out)
     report = build_report(study, args.predict)
     console.print(render(report))
-    out = args.out or Path("runs") / f"{study.study_name}-report"
-    written = write_report(report, study, out)
+    try:
+        written = write_report(report, study, out)
+    except OSError as error:
+        raise _unwritable(out, error) from None
     if not args.no_dashboard:
         publish(report, study)
     console.print(
@@ -774,6 +794,25 @@ def _confirm(question: str, command: str) -> bool:
     return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
+def _check_out(out: Path) -> None:
+    """Raise ConfigError unless the report directory ``out`` exists or can be made, and can be
+    written to (made here: the report goes there next)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise _unwritable(out, error) from None
+
+
+def _unwritable(out: Path, error: OSError) -> ConfigError:
+    reason = error.strerror or type(error).__name__
+    return ConfigError(
+        f"--out {out}: cannot write the report there ({reason}); accepted: a directory you "
+        "can write to"
+    )
+
+
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
     from optuna_dashboard import run_server
 
@@ -825,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parse(argv)
     except ConfigError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         return 2
     _quiet_libraries()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM): like Ctrl-C
@@ -842,7 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return commands[args.command](args, console)
     except ConfigError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         return 2
     except KeyboardInterrupt:  # (before a command's own handling: while it imports, say)
         console.print("[yellow]Interrupted.[/]")

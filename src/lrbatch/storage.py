@@ -139,9 +139,17 @@ def _use_wal(url: str, path: Path) -> None:
     without its busy timeout, when another process is creating the tables: try again until
     :data:`SQLITE_BUSY_TIMEOUT_S` has passed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+    except (OSError, sqlite3.Error) as error:  # (what _writable_dir cannot foresee: /proc)
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(
+            f"study.storage={url!r}: cannot create {path} ({reason}); choose a directory you "
+            "can write to"
+        ) from None
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    with closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+    with closing(connection):
         while True:
             try:
                 connection.execute("PRAGMA journal_mode=WAL")

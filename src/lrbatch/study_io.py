@@ -29,6 +29,7 @@ report can draw the SGD optimum it implies: :func:`record_noise_run`, :func:`rec
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -382,7 +383,15 @@ def import_csv(
     Raises:
         ConfigError: a missing column or a bad value, naming the line.
     """
-    with path.open(newline="") as file:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(
+            f"{path}: cannot be read ({reason}); accepted: a CSV file with columns "
+            f"{', '.join(_REQUIRED)}"
+        ) from None
+    with io.StringIO(text, newline="") as file:
         reader = csv.DictReader(file)
         columns = set(reader.fieldnames or ())
         if "metric" not in columns and "value" in columns:  # lrbatch report's trials.csv
