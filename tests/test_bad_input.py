@@ -69,6 +69,14 @@ CASES: list[tuple[list[str], str]] = [
         "pip install 'lrbatch[postgres]'",
     ),
     (["sweep", "dataset=mnist", "dataset.data_dir=nodata"], "pip install 'lrbatch[vision]'"),
+    # silently accepted before
+    (["sweep", SMOKE, "--trial-limit", "-1"], "--trial-limit -1: accepted: 0 (create the study"),
+    (["worker", "--storage", PAPER, "--study", "paper", "--trial-limit", "-1"], "--trial-limit -1"),
+    (["sweep", "empty.yaml"], "sweep file 'empty.yaml' holds nothing; accepted: a mapping"),
+    (["sweep", "list.yaml"], "sweep file 'list.yaml' holds list; accepted: a mapping"),
+    (["import", "maybe.csv", "--storage", PAPER, "--study", "q"], "maybe.csv:3: diverged='maybe'"),
+    (["import", "short.csv", "--storage", PAPER, "--study", "q"], "short.csv:2: the row's fields"),
+    (["import", "nan.csv", "--storage", PAPER, "--study", "q"], "nan.csv:2: metric='' is not acc"),
     # lrbatch studies
     (
         ["studies", "--delete", "paper"],
@@ -89,7 +97,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     grid.write_text("batch_size,lr,metric\n64,0.01,2\n64,0.02,1\n64,0.04,2\n")
     url = f"sqlite:///{where}/runs/paper.db"
     assert main(["import", str(grid), "--storage", url, "--study", "paper"]) == 0
-    (where / "empty.yaml").write_text("")
+    (where / "empty.yaml").write_text("# nothing here yet\n")
+    (where / "list.yaml").write_text("- sweep.seeds=1\n")
+    header = "batch_size,lr,metric,diverged\n"
+    (where / "maybe.csv").write_text(header + "64,0.01,2,false\n64,0.02,1,maybe\n")
+    (where / "short.csv").write_text(header + "64,0.01\n")
+    (where / "nan.csv").write_text(header + "64,0.01,,false\n")
     return where
 
 

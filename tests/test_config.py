@@ -167,6 +167,8 @@ def test_joining_worker_takes_the_study_config_and_this_machines_hardware() -> N
         ("hardware.wrokers=2", r"hardware\.wrokers='?2'? is not accepted.*setting of the study"),
         ("hardware.workers=0", r"hardware\.workers=0"),
         ("threads", r"override='threads' is not accepted.*key=value"),
+        ("sweep.seeds=5", r"sweep.seeds='?5'? is not accepted; a joining worker trains with the"),
+        ("optimizer.momentum=0.9", r"optimizer.momentum='?0.9'? is not accepted; a joining"),
     ],
 )
 def test_joining_worker_bad_override(override: str, message: str) -> None:

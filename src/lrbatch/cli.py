@@ -514,6 +514,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     if extras:
         getattr(args, str(gathered)).extend(extras)
+    if getattr(args, "trial_limit", None) is not None and args.trial_limit < 0:
+        raise ConfigError(
+            f"--trial-limit {args.trial_limit}: accepted: 0 (create the study, train nothing) "
+            "or a positive number of trials"
+        )
     return args
 
 
@@ -848,12 +853,16 @@ def _check_port(host: str, port: int) -> None:
 
 def _import(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.storage import redact
-    from lrbatch.study_io import import_csv
+    from lrbatch.study_io import import_csv, open_study
 
     added = import_csv(args.csv, args.storage, args.study, args.direction)
+    trials = open_study(args.storage, args.study).trials
+    diverged = sum(bool(t.user_attrs.get("diverged")) for t in trials)
+    read = f" ({diverged} diverged: said so, or an empty or infinite metric)" if diverged else ""
     console.print(
-        f"Imported {added} trials into study {args.study!r} in {redact(args.storage)}; "
-        f"see them with: lrbatch report --storage {redact(args.storage)} --study {args.study}"
+        f"Imported {added} trials{read} into study {args.study!r} in {redact(args.storage)}; "
+        f"see them with: lrbatch report --storage {redact(args.storage)} --study {args.study}",
+        highlight=False,
     )
     return 0
 

@@ -193,6 +193,13 @@ def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None
             override,
             "key=value, e.g. hardware.threads=4, for a setting the study's config has",
         )
+        _require(
+            key.split(".")[0] == "hardware" or key in _MACHINE_SETTINGS,
+            key,
+            value,
+            "a joining worker trains with the study's settings; accepted: this machine's "
+            f"hardware (hardware=gpu, hardware.*), {', '.join(_MACHINE_SETTINGS)}",
+        )
         if key == "hardware":  # a choice of the group: this machine's hardware, from conf/
             choices = sorted(p.stem for p in (conf_dir() / "hardware").glob("*.yaml"))
             _require(value in choices, key, value, f"one of {', '.join(choices)}")
@@ -217,6 +224,13 @@ def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None
 
 
 _MISSING_KEY = object()
+# Settings besides hardware.* that may differ between the machines working on one study.
+_MACHINE_SETTINGS = (
+    "dataset.data_dir",
+    "dataset.download",
+    "study.heartbeat_interval",
+    "study.grace_period",
+)
 # Hardware settings that change what a trial measures: a joining worker keeps the study's.
 _TRIAL_HARDWARE = ("precision", "max_micro_batch")
 
@@ -283,12 +297,17 @@ def _sweep_file_overrides(path: Path, search_dir: Path) -> tuple[list[str], dict
         body = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(body, dict) or not body:
+        raise ConfigError(
+            f"sweep file {str(path)!r} holds {'nothing' if body is None else type(body).__name__}"
+            "; accepted: a mapping of settings, like those in sweeps/ (sweep:, defaults:, ...)"
+        )
     if "@package" not in text.split("\n", 1)[0]:
         text = "# @package _global_\n" + text
     (group / "sweep.yaml").write_text(text)
     return (
         [f"hydra.searchpath=[file://{search_dir}]", "+lrbatch_sweep=sweep"],
-        body if isinstance(body, dict) else {},
+        body,
     )
 
 

@@ -336,6 +336,11 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
             f"{path}:{line}: {column}={row.get(column)!r} is not accepted; {accepted}"
         )
 
+    if None in row or None in row.values():  # (csv: more fields than the header, or fewer)
+        raise ConfigError(
+            f"{path}:{line}: the row's fields do not match the header's {len(row) - (None in row)}"
+            " columns; accepted: one value per column (empty for none)"
+        )
     try:
         batch = int(row["batch_size"])
         if batch <= 0:
@@ -348,7 +353,10 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
             raise ValueError
     except ValueError:
         raise bad("lr", "a positive number is needed") from None
-    recorded = True if (row.get("diverged") or "").strip().lower() in _TRUE else None
+    said = (row.get("diverged") or "").strip().lower()
+    if said and said not in _TRUE | _FALSE:
+        raise bad("diverged", "true, false or empty (read from the metric) is needed")
+    recorded = True if said in _TRUE else None
     reached = (row.get("reached_target") or "").strip().lower()
     if reached and reached not in _TRUE | _FALSE:
         raise bad("reached_target", "true, false or empty (no target) is needed")
@@ -362,6 +370,8 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
     except ValueError:
         raise bad("seed/steps", "integers are needed") from None
     reached_target = None if not reached else reached in _TRUE
+    if said in _FALSE and math.isnan(metric) and reached_target is not False:
+        raise bad("metric", "a number: the row says it did not diverge (diverged=false)")
     diverged = _diverged(recorded, metric, reached_target)
     return _Row(batch, lr, metric, seed, steps, diverged, reached_target)
 
