@@ -89,6 +89,10 @@ def test_import_then_report_from_the_command_line(workdir: Path, capsys) -> None
     out = capsys.readouterr().out
     assert "Verdict:" in out and "square_root" in out
     assert {p.name for p in (workdir / "rep").iterdir()} >= {"summary.json", "report.html"}
+    page = (workdir / "rep" / "report.html").read_text()  # the tables the terminal showed too
+    for table in ("Optimal learning rate per batch size", "Each rule", "Laws fitted across"):
+        assert table in page
+    assert "90% interval" in page and "square_root" in page
 
 
 def test_dashboard_on_a_port_in_use_is_a_clear_error(workdir: Path, capsys) -> None:
@@ -298,3 +302,11 @@ def test_ctrl_c_is_not_logged_with_optunas_traceback() -> None:
     )
     warning = logging.LogRecord("optuna", logging.WARNING, __file__, 1, "a warning", (), None)
     assert handlers and all(not h.filter(trial_failed) and h.filter(warning) for h in handlers)
+
+
+def test_import_says_how_many_rows_it_read_as_diverged(workdir: Path, capsys) -> None:
+    grid = workdir / "grid.csv"
+    grid.write_text("batch_size,lr,metric,diverged\n64,0.01,2,\n64,0.02,1,no\n64,0.04,,\n")
+    assert main(["import", str(grid), "--storage", "sqlite:///g.db", "--study", "g"]) == 0
+    out = capsys.readouterr().out
+    assert "Imported 3 trials (1 diverged: said so, or an empty or infinite metric)" in out

@@ -1,10 +1,13 @@
-"""Where lrbatch prints: rich's console, sized to the content when it is not a terminal."""
+"""Where lrbatch prints: rich's console, sized to the content when it is not a terminal; and
+what it prints, as HTML."""
 
 from __future__ import annotations
 
-from rich.console import Console
+import io
 
-__all__ = ["make_console"]
+from rich.console import Console, RenderableType
+
+__all__ = ["make_console", "terminal_html"]
 
 # Columns of a console that is not a terminal (a pipe, a log): wide enough that no table is cut
 # and no line wrapped, so a table is as wide as its content.
@@ -19,3 +22,19 @@ def make_console(*, stderr: bool = False) -> Console:
     if console.is_terminal:
         return console
     return Console(stderr=stderr, width=_UNBOUNDED_WIDTH, soft_wrap=True)
+
+
+_HTML_BLOCK = (
+    "<pre style=\"font-family:Menlo,'DejaVu Sans Mono',Consolas,monospace;font-size:13px;"
+    'line-height:1.3">{code}</pre>'
+)
+
+
+def terminal_html(renderable: RenderableType) -> str:
+    """What ``renderable`` shows on a terminal (tables sized to their content), as an HTML
+    ``<pre>`` block with inline styles, for a page such as ``report.html``."""
+    console = Console(
+        record=True, file=io.StringIO(), width=_UNBOUNDED_WIDTH, soft_wrap=True, color_system=None
+    )
+    console.print(renderable)
+    return console.export_html(inline_styles=True, code_format=_HTML_BLOCK)
