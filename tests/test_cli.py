@@ -2,7 +2,9 @@
 
 import json
 import math
+import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -91,10 +93,18 @@ def test_import_then_report_from_the_command_line(workdir: Path, capsys) -> None
     out = capsys.readouterr().out
     assert "Verdict:" in out and "square_root" in out
     assert {p.name for p in (workdir / "rep").iterdir()} >= {"summary.json", "report.html"}
+    page = (workdir / "rep" / "report.html").read_text()  # the tables the terminal showed too
+    for table in ("Optimal learning rate per batch size", "Each rule", "Laws fitted across"):
+        assert table in page
+    assert "90% interval" in page and "square_root" in page
 
 
 def test_dashboard_on_a_port_in_use_is_a_clear_error(workdir: Path, capsys) -> None:
-    url = f"sqlite:///{workdir}/empty.db"
+    url = f"sqlite:///{workdir}/grid.db"
+    grid = workdir / "grid.csv"
+    grid.write_text("batch_size,lr,metric\n64,0.01,2\n64,0.02,1\n")
+    assert main(["import", str(grid), "--storage", url, "--study", "grid"]) == 0
+    capsys.readouterr()
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         assert main(["dashboard", "--storage", url, "--port", str(port)]) == 2
@@ -235,3 +245,94 @@ def test_a_budget_spent_while_adding_seeds_says_every_optimum_is_pinned(capsys) 
         "pinned and replicated, but B=64 is still loose: raise it and rerun to add seeds there "
         "(up to sweep.max_seeds=6)."
     )
+
+
+def test_the_readmes_own_model_and_data_example_runs(workdir: Path, capsys) -> None:
+    """README, "Your own model and data": the command as written (mypkg is tests/mypkg)."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    command = next(line for line in readme if line.startswith("lrbatch sweep model._target_="))
+    argv = shlex.split(command)[1:]
+    tiny = [*TINY, "sweep.batch_sizes=[16,64]", "sweep.seeds=1", "--trial-limit", "2"]
+    assert main([*argv, *tiny]) == 0
+    assert "Paused after 2 trials" in " ".join(capsys.readouterr().out.split())
+
+
+def test_piped_output_sizes_tables_to_their_content(workdir: Path) -> None:
+    """Piped or logged, no table is cut at 80 columns (`0.0328–0…`): each is as wide as it is."""
+    trials = ROOT / "docs" / "results" / "sgd_mnist1d" / "trials.csv"
+    url = "sqlite:///runs/sgd.db"
+    assert main(["import", str(trials), "--storage", url, "--study", "sgd"]) == 0
+    report = [sys.executable, "-m", "lrbatch", "report", "--no-dashboard"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # (this checkout's lrbatch)
+    piped = subprocess.run(report, capture_output=True, text=True, timeout=300, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "…" not in piped.stdout and "0.0315–0.038" in piped.stdout
+    assert max(len(line) for line in piped.stdout.splitlines()) > 100
+
+
+def test_cfg_job_prints_the_config_and_the_plans_first_trials(workdir: Path, capsys) -> None:
+    """Hydra's `--cfg job`, with options among the overrides: prints, trains and creates nothing."""
+    smoke = str(ROOT / "sweeps" / "smoke.yaml")
+    argv = ["sweep", smoke, "sweep.seeds=1", "--trial-limit", "5", "sweep.batch_sizes=[32,64]"]
+    assert main([*argv, "--cfg", "job"]) == 0
+    out = capsys.readouterr().out
+    import yaml
+
+    printed = yaml.safe_load(out)
+    assert printed["sweep"]["seeds"] == 1 and printed["sweep"]["batch_sizes"] == [32, 64]
+    assert printed["model"]["hidden"] == [128, 128] and printed["study"]["name"] == "smoke"
+    assert "# The plan's first trials in a new study" in out
+    assert re.search(r"#   B=32 lr=0.1 seed=0 \(rule:", out)  # (smoke: base_lr 0.1 at B0=32)
+    assert list(workdir.iterdir()) == []
+
+
+def test_studies_lists_each_study_with_its_state_and_deletes_one(
+    workdir: Path, capsys, monkeypatch
+) -> None:
+    smoke = str(ROOT / "sweeps" / "smoke.yaml")
+    assert main(["sweep", smoke, "--trial-limit", "0"]) == 0  # creates the study, trains nothing
+    grid = workdir / "grid.csv"
+    grid.write_text("batch_size,lr,metric\n64,0.01,2\n64,0.02,1\n64,0.04,2\n")
+    assert main(["import", str(grid), "--storage", "sqlite:///runs/paper.db", "--study", "p"]) == 0
+    capsys.readouterr()
+    assert main(["studies"]) == 0
+    rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines()[4:-1]}
+    assert set(rows) == {"smoke", "p"}
+    assert "paused" in rows["smoke"] and re.search(r"imported\s*│\s*3\s*│", rows["p"])
+    monkeypatch.setattr("lrbatch.cli._confirm", lambda question, command: False)
+    assert main(["studies", "--delete", "p"]) == 0
+    assert "Nothing deleted." in capsys.readouterr().out
+    monkeypatch.setattr("lrbatch.cli._confirm", lambda question, command: True)
+    assert main(["studies", "--delete", "p"]) == 0
+    assert "Deleted study 'p' (3 trials) from sqlite:///runs/paper.db." in capsys.readouterr().out
+    smoke_db = ["--storage", "sqlite:///runs/smoke.db"]
+    assert main(["studies", *smoke_db, "--delete", "smoke", "--yes"]) == 0
+    capsys.readouterr()
+    assert main(["studies"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("No study in sqlite:///runs/") and "smoke.db" in out and "paper" in out
+
+
+def test_ctrl_c_is_not_logged_with_optunas_traceback() -> None:
+    """Optuna logs an interrupted trial as "Trial N failed ..." with ~40 lines of traceback:
+    lrbatch's own "Interrupted." line says it instead; other warnings still show."""
+    import logging
+
+    from lrbatch.cli import _quiet_libraries
+
+    _quiet_libraries()
+    handlers = logging.getLogger("optuna").handlers
+    interrupted = (KeyboardInterrupt, KeyboardInterrupt(), None)
+    trial_failed = logging.LogRecord(
+        "optuna.study._optimize", logging.WARNING, __file__, 1, "Trial 0 failed", (), interrupted
+    )
+    warning = logging.LogRecord("optuna", logging.WARNING, __file__, 1, "a warning", (), None)
+    assert handlers and all(not h.filter(trial_failed) and h.filter(warning) for h in handlers)
+
+
+def test_import_says_how_many_rows_it_read_as_diverged(workdir: Path, capsys) -> None:
+    grid = workdir / "grid.csv"
+    grid.write_text("batch_size,lr,metric,diverged\n64,0.01,2,\n64,0.02,1,no\n64,0.04,,\n")
+    assert main(["import", str(grid), "--storage", "sqlite:///g.db", "--study", "g"]) == 0
+    out = capsys.readouterr().out
+    assert "Imported 3 trials (1 diverged: said so, or an empty or infinite metric)" in out

@@ -173,6 +173,8 @@ def test_joining_worker_takes_the_study_config_and_this_machines_hardware() -> N
         ("hardware.wrokers=2", r"hardware\.wrokers='?2'? is not accepted.*setting of the study"),
         ("hardware.workers=0", r"hardware\.workers=0"),
         ("threads", r"override='threads' is not accepted.*key=value"),
+        ("sweep.seeds=5", r"sweep.seeds='?5'? is not accepted; a joining worker trains with the"),
+        ("optimizer.momentum=0.9", r"optimizer.momentum='?0.9'? is not accepted; a joining"),
     ],
 )
 def test_joining_worker_bad_override(override: str, message: str) -> None:
@@ -180,3 +182,45 @@ def test_joining_worker_bad_override(override: str, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         config_of_study(_recorded(), [override])
+
+
+def test_a_replaced_target_starts_from_its_own_arguments(tmp_path: Path) -> None:
+    """`model._target_=...` drops the option file's settings (mlp's hidden, activation), keeps
+    those given with it; a sweep file's own settings for the section count as given."""
+    cfg = load_config(overrides=["model._target_=mypkg.models.Net", "+model.depth=4"])
+    assert dict(cfg.model) == {"_target_": "mypkg.models.Net", "depth": 4}
+    cfg = load_config(overrides=["dataset._target_=mypkg.data.load", "dataset.seed=3"])
+    assert dict(cfg.dataset) == {"_target_": "mypkg.data.load", "seed": 3}
+    sweep = tmp_path / "mine.yaml"
+    sweep.write_text("model:\n  _target_: mypkg.models.Net\n  width: 8\n")
+    assert dict(load_config(sweep).model) == {"_target_": "mypkg.models.Net", "width": 8}
+    # the option's own target keeps the option's settings; a setting the target lacks is refused
+    assert load_config(overrides=["model._target_=lrbatch.models.MLP"]).model.hidden == [256, 256]
+    with pytest.raises(ConfigError, match=r"model.hidden=\[8\] is not accepted; mypkg.models.Net"):
+        load_config(overrides=["model._target_=mypkg.models.Net", "model.hidden=[8]"])
+
+
+def test_the_readmes_running_sweeps_examples_run_one_after_another() -> None:
+    """README, "Running sweeps": two examples sharing a study train the same way (else the
+    second would be refused, its training settings differing from the study's)."""
+    import shlex
+
+    from conftest import ROOT
+
+    from lrbatch.sweep import storage_url, training_settings
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Running sweeps", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    studies: dict[str, tuple[str, dict]] = {}
+    for line in block.splitlines():
+        if not line.startswith("lrbatch sweep"):
+            continue
+        words = shlex.split(line.split("#")[0])[2:]
+        options = {i for i, word in enumerate(words) if word.startswith("--")}
+        items = [w for i, w in enumerate(words) if not {i, i - 1} & options]  # (and values)
+        sweep_file = str(ROOT / items.pop(0)) if items and items[0].endswith(".yaml") else None
+        cfg = load_config(sweep_file, items)
+        study = f"{cfg.study.name} in {storage_url(cfg)}"
+        first, settings = studies.setdefault(study, (line, training_settings(cfg)))
+        assert settings == training_settings(cfg), f"{line!r} collides with {first!r}"
+    assert len(studies) >= 3

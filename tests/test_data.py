@@ -326,3 +326,11 @@ def test_load_tensors_reports_inconsistent_splits() -> None:
         load_tensors((x, torch.zeros(4, dtype=torch.int64), x, torch.zeros(4)))
     with pytest.raises(ValueError, match="x_train has 4 examples but y_train has 3"):
         load_tensors((x, torch.zeros(3, dtype=torch.int64), x, torch.zeros(4, dtype=torch.int64)))
+
+
+def test_integer_labels_in_a_column_are_class_ids() -> None:
+    """Labels shaped [N, 1] (as a CSV column reads) are one class id per example."""
+    x, y = torch.randn(8, 3), torch.arange(8)[:, None] % 2
+    data = load_tensors((x, y, x, y))
+    assert data.task == "classification" and data.y_train.shape == (8,)
+    assert data.num_outputs == 2

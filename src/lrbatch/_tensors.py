@@ -51,11 +51,35 @@ class TensorData:
                     f"TensorData x_{split} has {len(x)} examples but y_{split} has {len(y)}: "
                     "they must match"
                 )
+        for split in ("train", "val"):
+            if len(getattr(self, f"x_{split}")) == 0:
+                raise ValueError(
+                    f"TensorData x_{split} has no examples: lrbatch trains on the training "
+                    "split and measures val_loss on the validation split; give each some"
+                )
+        if self.task == "classification":
+            self._check_class_ids()
         if self.x_train.shape[1:] != self.x_val.shape[1:]:
             raise ValueError(
                 f"TensorData x_train examples have shape {tuple(self.x_train.shape[1:])} but "
                 f"x_val examples {tuple(self.x_val.shape[1:])}: they must match"
             )
+
+    def _check_class_ids(self) -> None:
+        for split in ("train", "val"):
+            y = getattr(self, f"y_{split}")
+            if y.dim() != 1 or y.is_floating_point():
+                raise ValueError(
+                    f"TensorData y_{split} has shape {tuple(y.shape)} and dtype {y.dtype}: "
+                    "classification targets are integer class ids, one per example, shape [N]"
+                )
+            low, high = int(y.min()), int(y.max())
+            limit = f" (num_classes={self.num_classes})" if self.num_classes is not None else ""
+            if low < 0 or (self.num_classes is not None and high >= self.num_classes):
+                raise ValueError(
+                    f"TensorData y_{split} holds class id {low if low < 0 else high}: class "
+                    f"ids run from 0 to the number of classes − 1{limit}"
+                )
 
     @property
     def num_train(self) -> int:
@@ -87,13 +111,24 @@ class TensorData:
 
 
 def _as_tensor(value: Any, setting: str) -> torch.Tensor:
+    if getattr(getattr(value, "dtype", None), "kind", None) == "O":  # numpy's object arrays
+        raise TypeError(
+            f"{setting} is an array of dtype object (mixed types, or rows of different "
+            "lengths), which cannot be made a tensor: give numbers, e.g. "
+            "np.asarray(x, dtype=np.float32)"
+        )
     try:
         return torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(
             f"{setting} of type {type(value).__name__} cannot be made a tensor: "
-            "give a torch.Tensor or a numpy array"
+            "give a torch.Tensor or a numpy array of numbers"
         ) from err
+
+
+def _class_ids(y: torch.Tensor) -> torch.Tensor:
+    """Integer targets as class ids ``[N]`` (a column ``[N, 1]`` is one per example too)."""
+    return (y.squeeze(1) if y.dim() == 2 and y.shape[1] == 1 else y).long()
 
 
 def _from_splits(splits: Any, name: str) -> TensorData:
@@ -111,7 +146,7 @@ def _from_splits(splits: Any, name: str) -> TensorData:
         y_train, y_val = (y.float().reshape(len(y), -1) for y in (y_train, y_val))
     else:
         task = "classification"
-        y_train, y_val = y_train.long(), y_val.long()
+        y_train, y_val = _class_ids(y_train), _class_ids(y_val)
     return TensorData(x_train.float(), y_train, x_val.float(), y_val, task, name)
 
 

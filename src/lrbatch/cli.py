@@ -1,12 +1,13 @@
 """``lrbatch``: the command line.
 
-lrbatch sweep [SWEEP_FILE] [OVERRIDES...]      run or resume a sweep
+lrbatch sweep [SWEEP_FILE] [OVERRIDES...] [--cfg job]      run or resume a sweep (or print it)
 lrbatch worker --storage URL --study NAME [KEY=VALUE...]    join a sweep's study
 lrbatch predict --study NAME [--storage URL] --batch 4096 [--batch ...] [--json]
 lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
 lrbatch noise-scale [SWEEP_FILE] [OVERRIDES...] [--lr LR | --study NAME] [--json]
 lrbatch report [--storage URL] [--study NAME] [--out DIR] [--predict 4096 ...]
 lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
+lrbatch studies [--storage URL] [--delete NAME [--yes]]      list (or delete) studies
 lrbatch import FILE.csv --storage URL --study NAME          load a grid measured elsewhere
 
 Exit status: 0 done (for ``sweep`` and ``worker``: every batch size has an optimum, or the run
@@ -23,16 +24,19 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lrbatch import __version__
+from lrbatch._console import make_console
 from lrbatch.config import ConfigError
 from lrbatch.rules import RULE_NAMES, power_law, predict
 
@@ -47,10 +51,24 @@ __all__ = ["NO_ANSWER", "main"]
 NO_ANSWER = 3  # exit status: the sweep ended without an optimum at some batch size
 
 
+class _NoInterruptTraceback(logging.Filter):
+    """Drops a log record that carries a KeyboardInterrupt (Optuna's "Trial N failed ...",
+    with 40 lines of traceback): an interrupted run says so in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        return kind is None or not issubclass(kind, KeyboardInterrupt)
+
+
+_NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
+
+
 def _quiet_libraries() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_NO_INTERRUPT_TRACEBACK)
     for name in ("lightning", "lightning.fabric", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
@@ -59,18 +77,94 @@ def _quiet_libraries() -> None:
     )
 
 
+_YAML = (".yaml", ".yml")
+
+
 def _sweep_items(items: list[str]) -> tuple[str | None, list[str]]:
-    """(sweep file, overrides) of ``[SWEEP_FILE] [OVERRIDES...]``."""
-    sweep_file = items[0] if items and items[0].endswith((".yaml", ".yml")) else None
-    return sweep_file, items[1:] if sweep_file else items
+    """(sweep file, overrides) of ``[SWEEP_FILE] [OVERRIDES...]``.
+
+    Raises:
+        ConfigError: an item that is neither (a sweep file after overrides, or without its
+            ``.yaml``; a word without ``=``).
+    """
+    sweep_file = items[0] if items and items[0].endswith(_YAML) else None
+    overrides = items[1:] if sweep_file else items
+    for item in overrides:
+        if "=" in item or item.startswith("~"):  # key=value, +key=value, ~key: Hydra's
+            continue
+        if item.endswith(_YAML):
+            raise ConfigError(
+                f"sweep file {item} comes after overrides; accepted: the sweep file first, "
+                f"then the overrides that change it: lrbatch sweep {item} key=value ..."
+            )
+        named = [Path(f"{item}.yaml"), Path("sweeps") / f"{item}.yaml"]
+        found = next((str(path) for path in named if path.is_file()), None)
+        if found:
+            raise ConfigError(f"{item!r} is not a sweep file; accepted: its file name, {found}")
+        raise ConfigError(
+            f"{item!r} is neither a sweep file nor an override; accepted: a sweep file "
+            "(sweeps/NAME.yaml, first), then overrides key=value, +key=value or ~key"
+        )
+    return sweep_file, overrides
+
+
+def _refuse_hydra_flags(args: argparse.Namespace) -> None:
+    """Hydra's own flags that lrbatch, a Hydra-composed program but no Hydra app, has not."""
+    flags = {"--info": args.info is not None, "--hydra-help": args.hydra_help}
+    for flag in (flag for flag, given in flags.items() if given):
+        raise ConfigError(
+            f"{flag} is Hydra's (lrbatch composes conf/ with Hydra's compose API, it is not a "
+            "Hydra app); accepted: --cfg job (print the composed config and the plan's first "
+            "trials), --help (lrbatch's options)"
+        )
+    if args.cfg not in (None, "job"):
+        raise ConfigError(
+            f"--cfg {args.cfg}: accepted: --cfg job (lrbatch has no Hydra app config to print)"
+        )
+
+
+def _print_config(cfg: DictConfig, console: Console, *, plan_steps: bool = True) -> None:
+    """`--cfg job`: the composed config, then the first trials its plan starts a new study
+    with (before any result), as YAML comments. Trains and creates nothing."""
+    from omegaconf import OmegaConf
+
+    from lrbatch.plan import Observation, Proposal, SweepPlan
+    from lrbatch.sweep import objective_direction
+
+    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
+    lines = [OmegaConf.to_yaml(cfg).rstrip()]
+    if plan_steps:
+        lines.append("# The plan's first trials in a new study (before any result):")
+    started: list[Observation] = []
+    while plan_steps and len(started) < _FIRST_STEPS:
+        step = plan.next(started)
+        if not isinstance(step, Proposal):
+            break
+        lines.append(f"#   B={step.batch_size} lr={step.lr:.4g} seed={step.seed} ({step.reason})")
+        started.append(Observation(step.batch_size, step.lr, step.seed, None, reason=step.reason))
+    if len(started) == _FIRST_STEPS:
+        lines.append("#   ... then as the results say")
+    console.print("\n".join(lines), markup=False, highlight=False)
+
+
+_FIRST_STEPS = 12  # trials of the plan that `--cfg job` shows
 
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config, validate
     from lrbatch.workers import start_worker_server
 
+    _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)
     cfg = load_config(sweep_file, overrides, check=False)
+    if args.cfg:
+        from lrbatch.storage import check_storage
+        from lrbatch.sweep import storage_url
+
+        validate(cfg)
+        check_storage(storage_url(cfg))
+        _print_config(cfg, console)
+        return 0
     workers = cfg.hardware.workers
     if cfg.hardware.accelerator == "cpu" and isinstance(workers, int) and workers > 1:
         start_worker_server()  # its imports (seconds) run beside this process's own
@@ -314,12 +408,15 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
     )
 
     cfg, lr, source, batch, study = _noise_scale_config(args)
+    if args.cfg:
+        _print_config(cfg, console, plan_steps=False)
+        return 0
     progress = Progress(
         TextColumn("measuring the noise scale"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.description}"),
-        console=Console(stderr=True) if args.json else console,
+        console=make_console(stderr=True) if args.json else console,
         transient=True,
     )
     with progress:
@@ -358,6 +455,7 @@ def _noise_scale_config(
     noise-scale`'s arguments; lr None: none was given or configured (the run measures one)."""
     from lrbatch.config import config_of_study, load_config
 
+    _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)
     if args.study is None and args.storage is None:
         cfg = load_config(sweep_file, overrides)
@@ -400,8 +498,52 @@ def _noise_scale_config(
     return cfg, float(report.base_lr), source, report.base_batch or None, study
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, its errors one line (a :class:`ConfigError`, exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (`{self.prog} --help` lists what is accepted)")
+
+
+def _hydra_flags(parser: argparse.ArgumentParser) -> None:
+    """``--cfg job``, and Hydra's ``--info`` and ``--hydra-help`` to answer with one line."""
+    parser.add_argument(
+        "--cfg",
+        default=None,
+        metavar="job",
+        help="print the composed config and the plan's first trials; train nothing",
+    )
+    parser.add_argument("--info", nargs="?", const="all", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--hydra-help", action="store_true", help=argparse.SUPPRESS)
+
+
+# The list each command gathers its positional arguments in: overrides may come before,
+# between and after its options (`lrbatch sweep A --trial-limit 5 B`).
+_POSITIONALS = {"sweep": "items", "noise-scale": "items", "worker": "overrides"}
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args, extras = parser.parse_known_args(argv)
+    gathered = _POSITIONALS.get(args.command)
+    unknown = [e for e in extras if gathered is None or e.startswith("-")]
+    if unknown:
+        raise ConfigError(
+            f"unrecognized arguments: {' '.join(unknown)} (`lrbatch {args.command} --help` lists "
+            "what is accepted)"
+        )
+    if extras:
+        getattr(args, str(gathered)).extend(extras)
+    if getattr(args, "trial_limit", None) is not None and args.trial_limit < 0:
+        raise ConfigError(
+            f"--trial-limit {args.trial_limit}: accepted: 0 (create the study, train nothing) "
+            "or a positive number of trials"
+        )
+    return args
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lrbatch",
         description="How the best learning rate changes with the batch size, measured.",
     )
@@ -423,6 +565,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--trial-limit", type=int, default=None, help="train at most this many trials in this run"
     )
+    _hydra_flags(sweep)
 
     worker = commands.add_parser(
         "worker",
@@ -527,6 +670,7 @@ def _parser() -> argparse.ArgumentParser:
         help="measurements along the run, after the one at the initial weights (default 8)",
     )
     noise.add_argument("--json", action="store_true", help="print one JSON object")
+    _hydra_flags(noise)
 
     report = commands.add_parser(
         "report", help="analyse a study: optima, laws, rules' regret, plots"
@@ -548,6 +692,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not save the figures and verdict into the study",
     )
+
+    studies = commands.add_parser(
+        "studies",
+        help="list the studies in a storage with their state and trials; delete one",
+        description="List the studies in --storage (default: every SQLite file in runs/), each "
+        "with its state (running, paused, complete, budget spent, imported) and trial counts.",
+    )
+    studies.add_argument(
+        "--storage", default=None, help="SQLAlchemy URL (default: every file in ./runs/)"
+    )
+    studies.add_argument("--delete", default=None, metavar="NAME", help="delete this study")
+    studies.add_argument("--yes", action="store_true", help="delete without asking")
 
     dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on 127.0.0.1")
     dashboard.add_argument(
@@ -591,16 +747,95 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         if batch <= 0:
             raise ConfigError(f"--predict {batch}: accepted: a positive effective batch size")
     study = open_study(args.storage or find_last_study(), args.study)
+    out = args.out or Path("runs") / f"{study.study_name}-report"
+    _check_out(out)
     report = build_report(study, args.predict)
     console.print(render(report))
-    out = args.out or Path("runs") / f"{study.study_name}-report"
-    written = write_report(report, study, out)
+    try:
+        written = write_report(report, study, out)
+    except OSError as error:
+        raise _unwritable(out, error) from None
     if not args.no_dashboard:
         publish(report, study)
     console.print(
         f"Wrote {len(written)} files to {out}/ (report.html, summary.json, trials.csv, plots)."
     )
     return 0
+
+
+def _studies(args: argparse.Namespace, console: Console) -> int:
+    """`lrbatch studies`: the studies in a storage (default: every file in runs/), each with
+    its state and trial counts; `--delete NAME` deletes one, once confirmed."""
+    from lrbatch.storage import redact
+    from lrbatch.studies import delete_study, runs_storages, study_rows
+
+    urls = [args.storage] if args.storage else runs_storages()
+    if not urls:
+        raise ConfigError("no study found in runs/: run `lrbatch sweep` first, or give --storage")
+    rows = [row for url in urls for row in study_rows(url)]
+    if args.delete is None and not rows:
+        console.print(f"No study in {', '.join(redact(url) for url in urls)}.", highlight=False)
+        return 0
+    if args.delete is None:
+        table = Table(title="Studies", title_justify="left")
+        for column in ("storage", "study", "state", "finished", "diverged", "running", "failed"):
+            table.add_column(
+                column, justify="left" if column in ("storage", "study", "state") else "right"
+            )
+        table.add_column("last trial started")
+        for row in rows:
+            last = "—" if row.last is None else row.last.strftime("%Y-%m-%d %H:%M")
+            counts = (row.finished, row.diverged, row.running, row.failed)
+            table.add_row(row.storage, row.name, row.state, *map(str, counts), last)
+        console.print(table)
+        return 0
+    holding = [(url, row) for url in urls for row in study_rows(url) if row.name == args.delete]
+    if len(holding) != 1:
+        where = f"in {args.storage}" if args.storage else "in runs/"
+        names = ", ".join(sorted({row.name for row in rows})) or "none"
+        raise ConfigError(
+            f"--delete {args.delete}: {len(holding) or 'no'} studies of that name {where}; "
+            f"accepted: one study's name ({names}){', with --storage' if holding else ''}"
+        )
+    url, row = holding[0]
+    trials = row.finished + row.running + row.failed
+    question = f"Delete study {row.name!r} and its {trials} trials from {row.storage}?"
+    if not args.yes and not _confirm(question, f"--delete {args.delete}"):
+        console.print("Nothing deleted.")
+        return 0
+    delete_study(url, row.name)
+    console.print(f"Deleted study {row.name!r} ({trials} trials) from {row.storage}.")
+    return 0
+
+
+def _confirm(question: str, command: str) -> bool:
+    """Whether the user answers yes to ``question`` on the terminal.
+
+    Raises:
+        ConfigError: there is no terminal to ask on (``command`` then needs --yes).
+    """
+    if not sys.stdin.isatty():
+        raise ConfigError(f"{command}: no terminal to confirm on; accepted: --yes to confirm")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _check_out(out: Path) -> None:
+    """Raise ConfigError unless the report directory ``out`` exists or can be made, and can be
+    written to (made here: the report goes there next)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise _unwritable(out, error) from None
+
+
+def _unwritable(out: Path, error: OSError) -> ConfigError:
+    reason = error.strerror or type(error).__name__
+    return ConfigError(
+        f"--out {out}: cannot write the report there ({reason}); accepted: a directory you "
+        "can write to"
+    )
 
 
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
@@ -610,7 +845,7 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.study_io import find_last_study
 
     url = args.storage or find_last_study()
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url, heartbeat_interval=None, create=False)
     _check_port(args.host, args.port)
     console.print(
         f"optuna-dashboard for {redact(url)} on http://{args.host}:{args.port}/ (Ctrl-C stops it)"
@@ -638,20 +873,28 @@ def _check_port(host: str, port: int) -> None:
 
 def _import(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.storage import redact
-    from lrbatch.study_io import import_csv
+    from lrbatch.study_io import import_csv, open_study
 
     added = import_csv(args.csv, args.storage, args.study, args.direction)
+    trials = open_study(args.storage, args.study).trials
+    diverged = sum(bool(t.user_attrs.get("diverged")) for t in trials)
+    read = f" ({diverged} diverged: said so, or an empty or infinite metric)" if diverged else ""
     console.print(
-        f"Imported {added} trials into study {args.study!r} in {redact(args.storage)}; "
-        f"see them with: lrbatch report --storage {redact(args.storage)} --study {args.study}"
+        f"Imported {added} trials{read} into study {args.study!r} in {redact(args.storage)}; "
+        f"see them with: lrbatch report --storage {redact(args.storage)} --study {args.study}",
+        highlight=False,
     )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lrbatch`` console script."""
-    args = _parser().parse_args(argv)
-    console = Console()
+    console = make_console()
+    try:
+        args = _parse(argv)
+    except ConfigError as error:
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        return 2
     _quiet_libraries()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM): like Ctrl-C
     try:
@@ -661,12 +904,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "predict": _predict,
             "report": _report,
             "dashboard": _dashboard,
+            "studies": _studies,
             "import": _import,
             "noise-scale": _noise_scale,
         }
         return commands[args.command](args, console)
     except ConfigError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         return 2
     except KeyboardInterrupt:  # (before a command's own handling: while it imports, say)
         console.print("[yellow]Interrupted.[/]")

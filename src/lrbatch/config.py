@@ -20,7 +20,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lrbatch.rules import LAW_RULES, MEASURED, RULE_NAMES
@@ -158,10 +158,16 @@ def load_config(
         ConfigError: an unknown key or option, a missing sweep file, or a value out of range.
     """
     overrides = list(overrides or [])
+    explicit = _keys_set(overrides)
     with tempfile.TemporaryDirectory(prefix="lrbatch-sweep-") as search_dir:
         if sweep_file is not None:
-            overrides = [*_sweep_file_overrides(Path(sweep_file), Path(search_dir)), *overrides]
-        cfg = _compose(overrides)
+            sweep_overrides, body = _sweep_file_overrides(Path(sweep_file), Path(search_dir))
+            overrides = [*sweep_overrides, *overrides]
+            for section in _TARGET_SECTIONS:
+                if isinstance(body.get(section), dict):
+                    explicit[section] |= set(body[section])
+        cfg, choices = _compose(overrides)
+    _start_replaced_targets(cfg, choices, explicit)
     if check:
         validate(cfg)
     return cfg
@@ -188,6 +194,13 @@ def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None
             override,
             "key=value, e.g. hardware.threads=4, for a setting the study's config has",
         )
+        _require(
+            key.split(".")[0] == "hardware" or key in _MACHINE_SETTINGS,
+            key,
+            value,
+            "a joining worker trains with the study's settings; accepted: this machine's "
+            f"hardware (hardware=gpu, hardware.*), {', '.join(_MACHINE_SETTINGS)}",
+        )
         if key == "hardware":  # a choice of the group: this machine's hardware, from conf/
             choices = sorted(p.stem for p in (conf_dir() / "hardware").glob("*.yaml"))
             _require(value in choices, key, value, f"one of {', '.join(choices)}")
@@ -212,17 +225,28 @@ def config_of_study(recorded: dict[str, Any], overrides: list[str] | None = None
 
 
 _MISSING_KEY = object()
+# Settings besides hardware.* that may differ between the machines working on one study.
+_MACHINE_SETTINGS = (
+    "dataset.data_dir",
+    "dataset.download",
+    "study.heartbeat_interval",
+    "study.grace_period",
+)
 # Hardware settings that change what a trial measures: a joining worker keeps the study's.
 _TRIAL_HARDWARE = ("precision", "max_micro_batch")
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    """Compose; a key unknown to a ``_target_`` section is added, so that
-    :func:`check_target` can name the settings the target accepts."""
+def _compose(overrides: list[str]) -> tuple[DictConfig, dict[str, str | None]]:
+    """(config, the option chosen in each group); a key unknown to a ``_target_`` section is
+    added, so that :func:`check_target` can name the settings the target accepts."""
     while True:
         try:
             with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-                return compose(config_name="config", overrides=overrides)
+                cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            choices = dict(cfg.hydra.runtime.choices)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return cfg, choices
         except yaml.YAMLError as error:
             raise ConfigError(f"a config file is not valid YAML: {error}") from None
         except (HydraException, OmegaConfBaseException) as error:
@@ -232,20 +256,60 @@ def _compose(overrides: list[str]) -> DictConfig:
             overrides = [f"+{o}" if o.startswith(unknown.group(1) + "=") else o for o in overrides]
 
 
-def _sweep_file_overrides(path: Path, search_dir: Path) -> list[str]:
+def _keys_set(overrides: list[str]) -> dict[str, set[str]]:
+    """The keys of each ``_target_`` section that ``overrides`` name (``+model.depth=4``,
+    ``~model.hidden``: ``depth``, ``hidden`` of ``model``)."""
+    keys: dict[str, set[str]] = {section: set() for section in _TARGET_SECTIONS}
+    for override in overrides:
+        path = override.lstrip("+~").partition("=")[0].split(".")
+        if len(path) > 1 and path[0] in keys:
+            keys[path[0]].add(path[1])
+    return keys
+
+
+def _start_replaced_targets(
+    cfg: DictConfig, choices: dict[str, str | None], explicit: dict[str, set[str]]
+) -> None:
+    """A section whose ``_target_`` replaces its option's (``model._target_=mypkg.Net``)
+    starts from that target's own arguments: the option file's settings are dropped, except
+    those set explicitly (``explicit``: on the command line or in the sweep file)."""
+    for section in _TARGET_SECTIONS:
+        option = choices.get(section)
+        path = conf_dir() / section / f"{option}.yaml"
+        if option is None or not path.is_file() or section not in cfg:
+            continue
+        inherited = OmegaConf.load(path)
+        assert isinstance(inherited, DictConfig)
+        if cfg[section].get("_target_") == inherited.get("_target_"):
+            continue
+        with open_dict(cfg):
+            for key in {str(k) for k in inherited} - explicit[section] - {"_target_"}:
+                cfg[section].pop(key, None)
+
+
+def _sweep_file_overrides(path: Path, search_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """(the overrides that compose the sweep file at ``path``, the file's values)."""
     if not path.is_file():
         raise ConfigError(f"sweep file {str(path)!r} does not exist; give a path to a YAML file")
     group = search_dir / "lrbatch_sweep"
     group.mkdir()
     text = path.read_text()
     try:
-        yaml.safe_load(text)
+        body = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {error}") from None
+    if not isinstance(body, dict) or not body:
+        raise ConfigError(
+            f"sweep file {str(path)!r} holds {'nothing' if body is None else type(body).__name__}"
+            "; accepted: a mapping of settings, like those in sweeps/ (sweep:, defaults:, ...)"
+        )
     if "@package" not in text.split("\n", 1)[0]:
         text = "# @package _global_\n" + text
     (group / "sweep.yaml").write_text(text)
-    return [f"hydra.searchpath=[file://{search_dir}]", "+lrbatch_sweep=sweep"]
+    return (
+        [f"hydra.searchpath=[file://{search_dir}]", "+lrbatch_sweep=sweep"],
+        body,
+    )
 
 
 def _explain(error: BaseException) -> str:

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lrbatch import __version__
+from lrbatch._console import terminal_html
 from lrbatch.analysis import (
     BatchOptimum,
     CriticalBatch,
@@ -525,6 +526,7 @@ def _write_html(report: Report, path: Path) -> Path:
     body = [
         f"<h1>lrbatch report: {html.escape(report.study_name)}</h1>",
         f"<p><b>Verdict.</b> {html.escape(_verdict_text(report))}</p>",
+        terminal_html(render(report)),  # the tables `lrbatch report` prints
     ]
     for i, figure in enumerate(figures):
         body.append(figure.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))

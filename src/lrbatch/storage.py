@@ -74,16 +74,23 @@ def _writable_dir(directory: Path) -> bool:
     return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
-def check_storage(url: str) -> None:
+def check_storage(url: str, *, create: bool = True) -> None:
     """Raise :class:`ConfigError` if ``url`` cannot hold a study; create nothing.
 
     For SQLite the file's directory must be writable (or creatable) and an existing file
-    writable; other backends are checked when they are opened.
+    writable; with ``create`` False (a reader: report, dashboard, worker) the file must exist.
+    Other backends are checked when they are opened.
     """
     parsed = _parse(url)
     if parsed.get_backend_name() != "sqlite":
         return
     database = parsed.database
+    if parsed.host:  # sqlite://runs/x.db: SQLite ignores the host, and would write ./x.db
+        raise ConfigError(
+            f"study.storage={url!r} has a host part ({parsed.host!r}), which SQLite ignores; "
+            f"accepted: three slashes before a relative path (sqlite:///{parsed.host}/"
+            f"{database}), four before an absolute one (sqlite:////abs/path.db)"
+        )
     if not database or database == ":memory:":
         raise ConfigError(
             f"study.storage={url!r} is an in-memory SQLite database, which a sweep cannot "
@@ -92,6 +99,11 @@ def check_storage(url: str) -> None:
     path = Path(database)
     if path.is_dir():
         raise ConfigError(f"study.storage={url!r} names a directory; give a .db file path")
+    if not create and not path.is_file():
+        raise ConfigError(
+            f"storage {url!r}: there is no file {path} (reading creates none); accepted: the "
+            "storage of an existing study (`lrbatch studies` lists those in runs/)"
+        )
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"study.storage={url!r}: the file is not writable")
     if not path.exists() and not _writable_dir(path.parent):
@@ -127,9 +139,17 @@ def _use_wal(url: str, path: Path) -> None:
     without its busy timeout, when another process is creating the tables: try again until
     :data:`SQLITE_BUSY_TIMEOUT_S` has passed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+    except (OSError, sqlite3.Error) as error:  # (what _writable_dir cannot foresee: /proc)
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(
+            f"study.storage={url!r}: cannot create {path} ({reason}); choose a directory you "
+            "can write to"
+        ) from None
     deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    with closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+    with closing(connection):
         while True:
             try:
                 connection.execute("PRAGMA journal_mode=WAL")
@@ -142,10 +162,12 @@ def _use_wal(url: str, path: Path) -> None:
                 time.sleep(0.05)
 
 
-def _engine_kwargs(url: str, parsed: URL) -> dict[str, Any]:
-    """SQLAlchemy engine settings for the backend of ``parsed`` (made ready for it)."""
+def _engine_kwargs(url: str, parsed: URL, create: bool) -> dict[str, Any]:
+    """SQLAlchemy engine settings for the backend of ``parsed`` (made ready for writing, if
+    ``create``)."""
     if parsed.get_backend_name() == "sqlite":
-        _use_wal(url, Path(parsed.database or ""))
+        if create:
+            _use_wal(url, Path(parsed.database or ""))
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}  # drop connections the server closed
     libpq_driver = parsed.drivername in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2")
@@ -180,8 +202,10 @@ def open_storage(
     url: str,
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL_S,
     grace_period: int | None = GRACE_PERIOD_S,
+    *,
+    create: bool = True,
 ) -> RDBStorage:
-    """Open (creating if needed) the storage at ``url``.
+    """Open (creating it if needed and ``create``) the storage at ``url``.
 
     Args:
         url: a SQLAlchemy URL. A PostgreSQL URL without a driver (``postgresql://``) uses
@@ -190,6 +214,8 @@ def open_storage(
             heartbeats (readers such as the dashboard, which run no trials).
         grace_period: seconds without a heartbeat after which a running trial is failed as
             stale (its worker was killed).
+        create: create the database (a SQLite file) and Optuna's tables where missing;
+            False for a reader, which never leaves a storage behind: a SQLite file must exist.
 
     Returns:
         Optuna's RDBStorage, its tables created; several processes may open a new database
@@ -199,9 +225,9 @@ def open_storage(
         ConfigError: the storage cannot be reached or written, or has no driver installed; the
             message never shows the password.
     """
-    check_storage(url)
+    check_storage(url, create=create)
     parsed = _with_driver(url, _parse(url))
-    engine_kwargs = _engine_kwargs(url, parsed)
+    engine_kwargs = _engine_kwargs(url, parsed, create)
     attempt = 1
     while True:
         try:
@@ -212,6 +238,7 @@ def open_storage(
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
+                    skip_table_creation=not create,
                 )
         except sqlalchemy.exc.SQLAlchemyError as error:
             if attempt < SCHEMA_ATTEMPTS and _lost_schema_race(error):
@@ -221,3 +248,7 @@ def open_storage(
             raise _cannot_open(url, parsed, error) from None
         except ImportError as error:  # the URL names a driver that is not installed
             raise _cannot_open(url, parsed, error) from None
+        except optuna.exceptions.StorageInternalError:  # (a reader's: no tables to read)
+            raise ConfigError(
+                f"storage {redact(url)} holds no study (it has none of Optuna's tables)"
+            ) from None

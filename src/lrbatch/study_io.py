@@ -29,6 +29,7 @@ report can draw the SGD optimum it implies: :func:`record_noise_run`, :func:`rec
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ from typing import Any, Literal, NamedTuple
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.exceptions import OptunaError
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from lrbatch.analysis import TrialPoint
 from lrbatch.config import ConfigError
@@ -58,6 +62,7 @@ __all__ = [
     "outcome",
     "record_noise_run",
     "recorded_noise_run",
+    "study_names",
     "trial_noise",
 ]
 
@@ -275,10 +280,8 @@ def open_study(storage_url: str, study_name: str | None) -> optuna.Study:
     Raises:
         ConfigError: no such study, or the storage holds none.
     """
-    storage = open_storage(storage_url, heartbeat_interval=None)
-    names = [
-        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-    ]
+    storage = open_storage(storage_url, heartbeat_interval=None, create=False)
+    names = study_names(storage)
     if not names:
         raise ConfigError(f"storage {redact(storage_url)} holds no study")
     if study_name is None:
@@ -290,13 +293,26 @@ def open_study(storage_url: str, study_name: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
+def study_names(storage: BaseStorage) -> list[str]:
+    """The names of the studies in ``storage``, oldest first; none where it has no tables
+    (a database no study was ever created in)."""
+    try:
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    except (OptunaError, SQLAlchemyError):
+        return []
+    return [s.study_name for s in summaries]
+
+
 def find_last_study(runs_dir: Path = Path("runs")) -> str:
     """The storage URL of the most recently written SQLite study under ``runs_dir``.
 
     Raises:
         ConfigError: there is none.
     """
-    candidates = sorted(runs_dir.glob("*.db"), key=lambda p: p.stat().st_mtime)
+    candidates = sorted(
+        (p for p in runs_dir.glob("*.db") if p.stat().st_size > 0),  # (not an empty file)
+        key=lambda p: p.stat().st_mtime,
+    )
     if not candidates:
         raise ConfigError(
             f"no study found in {runs_dir}/: run `lrbatch sweep` first, or give --storage"
@@ -320,6 +336,11 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
             f"{path}:{line}: {column}={row.get(column)!r} is not accepted; {accepted}"
         )
 
+    if None in row or None in row.values():  # (csv: more fields than the header, or fewer)
+        raise ConfigError(
+            f"{path}:{line}: the row's fields do not match the header's {len(row) - (None in row)}"
+            " columns; accepted: one value per column (empty for none)"
+        )
     try:
         batch = int(row["batch_size"])
         if batch <= 0:
@@ -332,7 +353,10 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
             raise ValueError
     except ValueError:
         raise bad("lr", "a positive number is needed") from None
-    recorded = True if (row.get("diverged") or "").strip().lower() in _TRUE else None
+    said = (row.get("diverged") or "").strip().lower()
+    if said and said not in _TRUE | _FALSE:
+        raise bad("diverged", "true, false or empty (read from the metric) is needed")
+    recorded = True if said in _TRUE else None
     reached = (row.get("reached_target") or "").strip().lower()
     if reached and reached not in _TRUE | _FALSE:
         raise bad("reached_target", "true, false or empty (no target) is needed")
@@ -346,6 +370,8 @@ def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
     except ValueError:
         raise bad("seed/steps", "integers are needed") from None
     reached_target = None if not reached else reached in _TRUE
+    if said in _FALSE and math.isnan(metric) and reached_target is not False:
+        raise bad("metric", "a number: the row says it did not diverge (diverged=false)")
     diverged = _diverged(recorded, metric, reached_target)
     return _Row(batch, lr, metric, seed, steps, diverged, reached_target)
 
@@ -367,7 +393,15 @@ def import_csv(
     Raises:
         ConfigError: a missing column or a bad value, naming the line.
     """
-    with path.open(newline="") as file:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(
+            f"{path}: cannot be read ({reason}); accepted: a CSV file with columns "
+            f"{', '.join(_REQUIRED)}"
+        ) from None
+    with io.StringIO(text, newline="") as file:
         reader = csv.DictReader(file)
         columns = set(reader.fieldnames or ())
         if "metric" not in columns and "value" in columns:  # lrbatch report's trials.csv

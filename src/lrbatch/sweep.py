@@ -25,10 +25,13 @@ import optuna
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import OptunaError
 from optuna.trial import FrozenTrial, Trial
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from lrbatch import __version__
+from lrbatch._console import make_console
 from lrbatch.config import ConfigError, config_of_study, validate
 from lrbatch.data import TensorData
 from lrbatch.display import SweepProgress
@@ -36,7 +39,7 @@ from lrbatch.interrupts import Interrupts
 from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
 from lrbatch.sampler import LRBatchSampler, next_step, observations
 from lrbatch.storage import check_storage, default_url, open_storage, redact
-from lrbatch.study_io import noise_user_attrs
+from lrbatch.study_io import noise_user_attrs, study_names
 from lrbatch.train import build_model, load_data, make_fabric, train
 from lrbatch.workers import SLOT_ENV, WorkerPool, start_worker_server, worker_slots
 
@@ -420,7 +423,7 @@ def run_sweep(
     Raises:
         ConfigError: bad input, found before any trial runs.
     """
-    return _run(cfg, console or Console(), trial_limit, record=True)
+    return _run(cfg, console or make_console(), trial_limit, record=True)
 
 
 def join_sweep(
@@ -443,11 +446,11 @@ def join_sweep(
     Raises:
         ConfigError: no such study, it was not made by ``lrbatch sweep``, or bad overrides.
     """
-    storage = open_storage(url, heartbeat_interval=None)
+    storage = open_storage(url, heartbeat_interval=None, create=False)
     try:
         recorded = optuna.load_study(study_name=study_name, storage=storage).user_attrs
-    except KeyError:
-        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+    except (KeyError, OptunaError, SQLAlchemyError):  # (no such study; no tables at all)
+        names = ", ".join(study_names(storage)) or "none"
         raise ConfigError(
             f"--study={study_name!r} is not in {redact(url)}; its studies: {names}. "
             "Start a sweep there first: lrbatch sweep study.storage=URL study.name=NAME"
@@ -459,4 +462,4 @@ def join_sweep(
         )
     cfg = config_of_study(recorded["lrbatch.config"], overrides)
     cfg.study.storage = url
-    return _run(cfg, console or Console(), trial_limit, record=False)
+    return _run(cfg, console or make_console(), trial_limit, record=False)

@@ -1,0 +1,1 @@
+"""The user's own package of the README's "Your own model and data" example."""
