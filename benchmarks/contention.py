@@ -12,12 +12,15 @@ a subprocess on a fresh SQLite study, from start to exit, in three settings of t
   default threads (another training job);
 - *python*: a neighbour process runs a pure-Python busy loop (one core).
 
-Variants, side by side: ``default`` (lrbatch's defaults as shipped), ``threads=1``
-(``hardware.threads=1``), ``passive`` (``OMP_WAIT_POLICY=PASSIVE`` in the environment: OpenMP
-threads sleep instead of spinning while they wait) and ``active`` (``OMP_WAIT_POLICY=ACTIVE``,
+Variants, side by side: ``default`` (lrbatch's defaults as shipped: since 2026-12-01 the CLI
+sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it: OpenMP threads sleep instead
+of spinning while they wait), ``before`` (``OMP_WAIT_POLICY`` set empty, which lrbatch keeps
+and libgomp ignores: its own default, spinning a while before sleeping, as lrbatch ran
+before), ``threads=1`` (``hardware.threads=1``), ``active`` (``OMP_WAIT_POLICY=ACTIVE``,
 spinning forced). The table gives each run's wall time as a ratio: against the same variant
 idle (how much the neighbour costs it; its fair share of two cores is 2×) and against
-``default`` idle (what the variant costs on an idle machine). Runs are interleaved (every
+``before`` idle (what the variant gains or costs against lrbatch as it ran before, on an
+idle machine: the first variant given is the reference). Runs are interleaved (every
 variant in one setting, then the next setting) and repeated ``--repeats`` times; the median is
 shown.
 """
@@ -46,8 +49,8 @@ NEIGHBOURS = {
 }
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "default": ({}, []),
+    "before": ({"OMP_WAIT_POLICY": ""}, []),
     "threads=1": ({}, ["hardware.threads=1"]),
-    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
 }
 
@@ -89,7 +92,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = parser.parse_args()
-    variants = args.variants or ["default", "threads=1", "passive"]
+    variants = args.variants or ["before", "default", "threads=1"]
     neighbours = args.neighbours or list(NEIGHBOURS)
     overrides = args.overrides or (["budget.epochs=10"] if args.sweep == "smoke" else [])
     print(f"{cpu_model()}, {os.cpu_count()} CPUs; load before: {os.getloadavg()[0]:.2f}")
@@ -102,9 +105,9 @@ def main() -> None:
                 times.setdefault((neighbour, variant), []).append(seconds)
                 print(f"  {neighbour:>7} {variant:>10}: {seconds:6.1f} s", flush=True)
     median = {key: statistics.median(values) for key, values in times.items()}
-    base = median.get(("idle", "default"))
+    base = median.get(("idle", variants[0]))
     print(f"\n{'variant':>10} │ " + " │ ".join(f"{n:^22}" for n in neighbours))
-    print(f"{'':>10} │ " + " │ ".join(f"{'s':>6} {'×idle':>6} {'×default':>8}" for _ in neighbours))
+    print(f"{'':>10} │ " + " │ ".join(f"{'s':>6} {'×idle':>6} {'×first':>8}" for _ in neighbours))
     for variant in variants:
         cells = []
         for neighbour in neighbours:
