@@ -12,17 +12,14 @@ a subprocess on a fresh SQLite study, from start to exit, in three settings of t
   default threads (another training job);
 - *python*: a neighbour process runs a pure-Python busy loop (one core).
 
-Variants, side by side: ``default`` (lrbatch's defaults as shipped: since 2026-12-01 the CLI
-sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it: OpenMP threads sleep instead
-of spinning while they wait), ``before`` (``OMP_WAIT_POLICY`` set empty, which lrbatch keeps
-and libgomp ignores: its own default, spinning a while before sleeping, as lrbatch ran
-before), ``threads=1`` (``hardware.threads=1``), ``active`` (``OMP_WAIT_POLICY=ACTIVE``,
-spinning forced). The table gives each run's wall time as a ratio: against the same variant
-idle (how much the neighbour costs it; its fair share of two cores is 2×) and against
-``before`` idle (what the variant gains or costs against lrbatch as it ran before, on an
-idle machine: the first variant given is the reference). Runs are interleaved (every
-variant in one setting, then the next setting) and repeated ``--repeats`` times; the median is
-shown.
+Variants, side by side: ``default`` (lrbatch's defaults as shipped: since 2026-12-01 one torch
+thread per CPU worker), ``before`` (``hardware.threads`` = every core, as lrbatch ran before
+with one worker), ``passive`` (every core, with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads
+sleep instead of spinning while they wait), ``active`` (every core, spinning forced). The
+table gives each run's wall time as a ratio: against the same variant idle (how much the
+neighbour costs it; its fair share of two cores is 2×) and against the first variant idle
+(what the variant gains or costs on an idle machine). Runs are interleaved (every variant in
+one setting, then the next setting) and repeated ``--repeats`` times; the median is shown.
 """
 
 from __future__ import annotations
@@ -49,9 +46,9 @@ NEIGHBOURS = {
 }
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "default": ({}, []),
-    "before": ({"OMP_WAIT_POLICY": ""}, []),
-    "threads=1": ({}, ["hardware.threads=1"]),
-    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
+    "before": ({}, [f"hardware.threads={os.cpu_count()}"]),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, [f"hardware.threads={os.cpu_count()}"]),
+    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, [f"hardware.threads={os.cpu_count()}"]),
 }
 
 
@@ -92,7 +89,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = parser.parse_args()
-    variants = args.variants or ["before", "default", "threads=1"]
+    variants = args.variants or ["before", "default", "passive"]
     neighbours = args.neighbours or list(NEIGHBOURS)
     overrides = args.overrides or (["budget.epochs=10"] if args.sweep == "smoke" else [])
     print(f"{cpu_model()}, {os.cpu_count()} CPUs; load before: {os.getloadavg()[0]:.2f}")

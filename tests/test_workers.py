@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy.exc
+import torch
 from conftest import ROOT, TINY
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
@@ -35,6 +36,7 @@ from lrbatch.plan import Finished, SweepPlan
 from lrbatch.sampler import next_step
 from lrbatch.storage import open_storage
 from lrbatch.sweep import run_sweep
+from lrbatch.train import make_fabric
 from lrbatch.workers import STORAGE_ENV, _alive, worker_slots
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
@@ -206,13 +208,20 @@ def _state(pid: int) -> str:
 # -- where workers run --------------------------------------------------------------------------
 
 
-def test_cpu_workers_share_the_cores() -> None:
+def test_cpu_workers_train_with_one_thread_each_unless_told() -> None:
+    # (torch's default threads spin while they wait: ×4–10 slower beside another torch job)
     hardware = OmegaConf.create(
         {"accelerator": "cpu", "workers": 4, "workers_per_gpu": 1, "threads": None}
     )
     slots = worker_slots(hardware, cpus=8)
     assert [s.label for s in slots] == ["cpu 1/4", "cpu 2/4", "cpu 3/4", "cpu 4/4"]
-    assert {s.threads for s in slots} == {2} and all(not s.env for s in slots)
+    assert {s.threads for s in slots} == {1} and all(not s.env for s in slots)
+    before = torch.get_num_threads()
+    try:
+        make_fabric(OmegaConf.create({"accelerator": "cpu", "precision": "32", "threads": None}))
+        assert torch.get_num_threads() == 1  # one worker, in-process: one thread too
+    finally:
+        torch.set_num_threads(before)
     hardware.threads = 3
     assert {s.threads for s in worker_slots(hardware, cpus=8)} == {3}
     hardware.workers = 1

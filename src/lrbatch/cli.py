@@ -889,11 +889,6 @@ def _import(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lrbatch`` console script."""
-    # OpenMP threads that wait by spinning hold their cores: beside another torch job a sweep
-    # ran ×10 slower; sleeping waits keep it within ×1.1 and cost nothing idle
-    # (docs/benchmarks.md, "A sweep beside another job"). Read by libgomp when torch loads,
-    # which no lrbatch command has done yet; a value the user set is kept.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     console = make_console()
     try:
         args = _parse(argv)

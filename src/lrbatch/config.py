@@ -79,7 +79,7 @@ class HardwareConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto
     precision: str = "32"  # 32 | bf16-mixed (| 16-mixed)
     max_micro_batch: int | None = None  # larger effective batches use gradient accumulation
-    threads: int | None = None  # torch CPU threads per worker; default: the cores shared out
+    threads: int | None = None  # torch CPU threads per worker; default: 1 per CPU worker
     eval_batch: int = 4096  # examples per forward pass when evaluating
     workers: int = 1  # cpu: worker processes on this machine (gpu: one per visible GPU)
     workers_per_gpu: int = 1  # gpu: worker processes sharing each GPU (small models)

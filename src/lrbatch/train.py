@@ -158,7 +158,12 @@ def lr_factor(schedule: Any, samples_seen: int, total_samples: int) -> float:
 
 
 def make_fabric(hardware: DictConfig) -> L.Fabric:
-    """A single-device Fabric for this worker, with CPU threads set.
+    """A single-device Fabric for this worker, with CPU threads set: ``hardware.threads``, and
+    one on the CPU when it is not set. Torch's default (all cores) spins its OpenMP threads
+    while they wait: beside another torch job a sweep ran ×4–10 slower, with one thread ×1.2–1.6
+    (docs/benchmarks.md, "A sweep beside another job"), and idle one thread costs the default
+    sweep 4% and makes the smoke sweep 17% faster (small models gain little from a second
+    thread). A GPU worker keeps torch's default for its CPU-side work.
 
     Raises:
         ValueError: float16 mixed precision asked for on the CPU (Lightning would use bf16).
@@ -167,8 +172,9 @@ def make_fabric(hardware: DictConfig) -> L.Fabric:
         raise ValueError(
             "hardware.precision='16-mixed' needs a GPU; on the CPU use 32 or bf16-mixed"
         )
-    if hardware.threads:
-        torch.set_num_threads(int(hardware.threads))
+    threads = hardware.threads or (1 if hardware.accelerator == "cpu" else None)
+    if threads:
+        torch.set_num_threads(int(threads))
     precision: Any = (
         "32-true" if hardware.precision in ("32", "32-true") else str(hardware.precision)
     )

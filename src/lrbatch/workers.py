@@ -118,8 +118,9 @@ def worker_slots(
     """The worker processes ``hardware`` asks for on this machine.
 
     ``gpu`` (or ``auto`` with GPUs visible): ``workers_per_gpu`` per visible GPU. ``cpu``:
-    ``workers`` processes. The cores are shared out unless ``hardware.threads`` is set. A
-    single slot trains in the calling process.
+    ``workers`` processes, one torch thread each unless ``hardware.threads`` is set
+    (:func:`lrbatch.train.make_fabric`); GPU workers share the cores out. A single slot trains
+    in the calling process.
 
     Args:
         hardware: the ``hardware`` config section.
@@ -147,8 +148,7 @@ def worker_slots(
     count = int(hardware.workers)
     if count == 1:
         return [Slot("cpu", threads=hardware.threads)]
-    threads = hardware.threads or max(1, cpus // count)
-    return [Slot(f"cpu {k + 1}/{count}", threads=threads) for k in range(count)]
+    return [Slot(f"cpu {k + 1}/{count}", threads=hardware.threads or 1) for k in range(count)]
 
 
 def _overrides(cfg: DictConfig, slot: Slot) -> list[str]:
