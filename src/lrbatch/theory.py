@@ -164,6 +164,12 @@ def _pooled(point: str, records: Sequence[NoiseRecord]) -> NoisePoint:
     return NoisePoint(point, value, low, high, len(records))
 
 
+def _later(points: Sequence[NoisePoint]) -> list[NoisePoint]:
+    """The points from 10% of the run on (all of them where the run recorded only the start):
+    at initialization B_simple says little."""
+    return [p for p in points if p.point != "start"] or list(points)
+
+
 def measured_noise(
     trials: Sequence[tuple[int, float, Sequence[NoiseRecord]]],
     optima: Sequence[BatchOptimum],
@@ -195,7 +201,7 @@ def measured_noise(
         ]
         if records:
             points.append(_pooled(point, records))
-    later = [p for p in points if p.point != "start"] or points
+    later = _later(points)
     if not later:
         return None
     span = (min(p.low for p in later), max(p.high for p in later))
@@ -237,7 +243,7 @@ def compare(
     """``measured`` with its comparisons: each saturating or surge fit's batch scale, and the
     critical batch of a target budget, against B_simple at each point from 10% of the run on
     (module docstring)."""
-    later = [p for p in measured.points if p.point != "start"] or list(measured.points)
+    later = _later(measured.points)
     comparisons = []
     for fit in fits:
         parameter = _SCALES.get(fit.law)
@@ -283,8 +289,7 @@ def theory_text(measured: MeasuredNoise, supported: Sequence[str] = ()) -> str:
     """What the measurement says about the fits, in plain words: B_simple along the run, then
     per fitted batch scale which points it matches and whether it agrees at mid-training
     (laws the verdict supports first)."""
-    shown = [p for p in measured.points if p.point != "start"] or list(measured.points)
-    values = ", ".join(f"{_point_value(p)} at {p.point}" for p in shown)
+    values = ", ".join(f"{_point_value(p)} at {p.point}" for p in _later(measured.points))
     head = f"The gradients measured B_simple {values} ({measured.trials} trials near the optima)"
     ordered = sorted(measured.comparisons, key=lambda c: c.source not in supported)
     said = []
