@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -155,10 +156,11 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
     sweep = config.get("sweep", {})
     budget = config.get("budget", {})
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
-    points = load_points(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)  # read once: points, anchor and noise scale
+    points = load_points(trials)
     optima = batch_optima(points, minimize=minimize)
     batches = [o.batch_size for o in optima]
-    anchor_batch, anchor_lr = _sweep_anchor(study)
+    anchor_batch, anchor_lr = _sweep_anchor(trials)
     base_batch = int(sweep.get("base_batch") or anchor_batch or (min(batches) if batches else 0))
     base_lr = (
         sweep.get("base_lr")
@@ -176,7 +178,7 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
     target = budget.get("kind") == "target" or any(p.reached_target is not None for p in points)
     edge = fit_edge(optima)
     critical = critical_batch(points) if target else None
-    noise = measured_noise(noise_records(study.get_trials(deepcopy=False)), optima)
+    noise = measured_noise(noise_records(trials), optima)
     predictions = []
     if predict_batches and sum(o.bracketed for o in optima) >= 2:
         predictions = predict_at(
@@ -220,11 +222,10 @@ def _measured_lines(report: Report) -> dict[str, tuple[float, float] | None]:
     return lines
 
 
-def _sweep_anchor(study: optuna.Study) -> tuple[int | None, float | None]:
+def _sweep_anchor(trials: Sequence[FrozenTrial]) -> tuple[int | None, float | None]:
     """(B0, η0) the sampler anchored its rule predictions at (and so trained them at), from
     the last trial that recorded them (:class:`lrbatch.sampler.LRBatchSampler`); None where
     not recorded, as in a study imported from CSV."""
-    trials = study.get_trials(deepcopy=False)
     batch = next((int(b) for t in reversed(trials) if (b := t.user_attrs.get("base_batch"))), None)
     lr = next((float(a) for t in reversed(trials) if (a := t.user_attrs.get("base_lr"))), None)
     return batch, lr
