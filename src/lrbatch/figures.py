@@ -12,6 +12,7 @@ from lrbatch._curves import curves_figure
 from lrbatch._render import to_plotly, to_png
 from lrbatch._spec import PALETTE, FigureSpec, Heatmap, Mark, Panel, Series, geomspace
 from lrbatch.analysis import BatchOptimum, CriticalBatch, EdgeFit, LawFit, Prediction, TrialPoint
+from lrbatch.rules import saturating
 
 __all__ = [
     "FigureSpec",
@@ -137,7 +138,7 @@ def _measured_series(
     if curve is not None:
         eps_max, b_simple = curve
         name = f"SGD optimum from ε_max {eps_max:.3g}, B_simple {b_simple:.3g} (noise-scale run)"
-        values = [eps_max / (1 + b_simple / b) for b in grid]
+        values = [saturating(b, eps_max, b_simple) for b in grid]
         series.append(Series(name, list(grid), values, True, False, color=_MEASURED))
     return series
 

@@ -30,6 +30,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lrbatch.rules import saturating
+
 __all__ = [
     "CURVE_POINTS",
     "MEASURED_FRACTION",
@@ -125,10 +127,10 @@ def sgd_optimum(estimate: NoiseEstimate, batch_size: int) -> float:
     """McCandlish et al.'s SGD optimum ε_opt(B) = ε_max / (1 + B_noise/B), B_noise ≈ B_simple;
     nan where ε_max is not positive (the loss curves down along G there: the local quadratic
     has no minimum along it, early in training or where two batches disagree) or B_simple is
-    not."""
-    if not (estimate.eps_max > 0 and estimate.b_simple > 0):
+    not, and where either is infinite."""
+    if not (0 < estimate.eps_max < math.inf and 0 < estimate.b_simple < math.inf):
         return math.nan
-    return estimate.eps_max / (1 + estimate.b_simple / batch_size)
+    return saturating(batch_size, estimate.eps_max, estimate.b_simple)
 
 
 def window_steps(max_steps: int) -> int:

@@ -46,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from lrbatch.analysis import TrialPoint
 from lrbatch.config import ConfigError
 from lrbatch.noise import NoiseEstimate, NoiseRecord
+from lrbatch.rules import saturating
 from lrbatch.storage import open_storage, redact
 
 __all__ = [
@@ -230,7 +231,7 @@ class NoiseRun:
 
     def sgd_optimum(self, batch: float) -> float:
         """ε_opt(B) = ε_max / (1 + B_simple/B) from the last measurement."""
-        return self.eps_max / (1 + self.b_simple / batch)
+        return saturating(batch, self.eps_max, self.b_simple)
 
 
 def record_noise_run(
