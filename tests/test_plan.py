@@ -90,6 +90,9 @@ def test_the_measured_rule_seeds_every_batch_size_from_eps_max_and_b_noise(base_
         (seeded,) = [p for p in proposals if p.batch_size == batch and "measured" in p.reason]
         assert seeded.lr == pytest.approx(saturating_optimum(batch)), batch
         assert sweep.states(observations)[batch].best_lr == pytest.approx(seeded.lr)
+    # ε_max and B_noise configured without the rule (for saturating, say): no measured seed
+    unasked = plan(base_lr=base_lr, rules=("linear",), b_noise=100.0, eps_max=0.5)
+    assert not any("measured" in p.reason for p in run_plan(unasked, saturating_optimum)[1])
 
 
 def test_fitted_laws_are_proposed_once_three_optima_are_searched() -> None:

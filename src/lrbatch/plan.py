@@ -54,7 +54,7 @@ from scipy import stats
 
 from lrbatch._optima import BEST_POINT, TrialPoint, batch_optima
 from lrbatch.laws import fit_law
-from lrbatch.rules import MEASURED, predict
+from lrbatch.rules import MEASURED, measured, predict
 
 __all__ = [
     "LOOSE_DECADES",
@@ -389,9 +389,9 @@ class SweepPlan:
             hi = math.floor(math.log10(self.lr_max) * self.base_grid_per_decade + 1e-9)
             grid = [10 ** (k / self.base_grid_per_decade) for k in range(lo, hi + 1)]
             grid = grid or [math.sqrt(self.lr_min * self.lr_max)]  # bounds closer than the grid
-            measured = predict(1.0, batch, batch, [MEASURED], self.b_noise, self.eps_max)
-            seeds = [(self._clip(lr), "rule:measured", _SAME) for lr in measured.values()]
-            return [(lr, "base_grid", _SAME) for lr in grid] + seeds
+            points = [(lr, "base_grid", _SAME) for lr in grid]
+            seed = measured(batch, self.b_noise, self.eps_max) if MEASURED in self.rules else None
+            return points + ([] if seed is None else [(self._clip(seed), "rule:measured", _SAME)])
         merged: list[tuple[float, list[str]]] = []
         for name, lr in self.predictions(batch, base_lr).items():
             lr = self._clip(lr)

@@ -24,6 +24,7 @@ __all__ = [
     "anchored",
     "constant",
     "linear",
+    "measured",
     "power_law",
     "predict",
     "saturating",
@@ -132,6 +133,14 @@ MEASURED = "measured"  # ε_max / (1 + B_noise/B) from `lrbatch noise-scale`: no
 RULE_NAMES = (*ANCHORED_RULES, "saturating", "surge", MEASURED)
 
 
+def measured(batch: float, b_noise: float | None, eps_max: float | None) -> float | None:
+    """The ``measured`` rule: McCandlish et al.'s SGD optimum ε_max / (1 + B_noise/B) from
+    measured ε_max and B_noise (≈ B_simple), not anchored at a base point; None without both."""
+    if b_noise is None or eps_max is None:
+        return None
+    return saturating(batch, eps_max, b_noise)
+
+
 def predict(
     base_lr: float,
     base_batch: float,
@@ -169,8 +178,8 @@ def predict(
             if b_noise is not None:
                 predictions[name] = anchored(name, b_noise)(batch, base_batch, base_lr)
         elif name == MEASURED:
-            if b_noise is not None and eps_max is not None:
-                predictions[name] = saturating(batch, eps_max, b_noise)
+            if (lr := measured(batch, b_noise, eps_max)) is not None:
+                predictions[name] = lr
         else:
             raise ValueError(f"unknown rule {name!r}; accepted: {', '.join(RULE_NAMES)}")
     return predictions
