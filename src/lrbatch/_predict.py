@@ -249,11 +249,11 @@ def predict_at(
     for j, batch in enumerate(batches):
         median, low, high = np.exp(_weighted_quantiles(draws[:, j], weights))
         edge_here = edge_at(batch, optima, edge)
-        held = None
+        held = False  # past B_max, the edge lowered to the optimum's pessimistic growth
         if batch > b_max and edge_here is not None and edge_at_max is not None:
             growth = _weighted_quantiles(draws[:, j] - draws[:, -1], weights)[1]
-            held = _no_faster_than(edge_here, edge_at_max.low * math.exp(growth))
-            held, edge_here = (None, edge_here) if held == edge_here else (held, held)
+            bounded = _no_faster_than(edge_here, edge_at_max.low * math.exp(growth))
+            held, edge_here = bounded != edge_here, bounded
         anchored = (
             {}
             if base_lr is None or base_batch is None
@@ -269,11 +269,11 @@ def predict_at(
             anchored,
             here,
         )
-        if held is not None:
+        if held and edge_here is not None:
             note = (
                 f"past B = {b_max} the stability edge is taken to grow no faster than the "
                 f"optimum may (its 5% quantile from B = {b_max}): its lower end here is held at "
-                f"{held.low:.3g}, not the edge laws' extrapolation; with Adam or a sign-like "
+                f"{edge_here.low:.3g}, not the edge laws' extrapolation; with Adam or a sign-like "
                 "optimizer the edge can fall as the batch grows"
             )
             prediction = replace(prediction, warnings=(*prediction.warnings, note))
