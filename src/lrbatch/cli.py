@@ -38,7 +38,7 @@ from rich.table import Table
 from lrbatch import __version__
 from lrbatch._console import make_console
 from lrbatch.config import ConfigError
-from lrbatch.rules import RULE_NAMES, power_law, predict
+from lrbatch.rules import ANCHORED_RULES, LAW_RULES, RULE_NAMES, power_law, predict
 
 if TYPE_CHECKING:
     import optuna
@@ -329,8 +329,7 @@ def _predict(args: argparse.Namespace, console: Console) -> int:
     rules = [
         r
         for r in RULE_NAMES
-        if r in ("constant", "linear", "square_root")
-        or (args.b_noise is not None and r in ("saturating", "surge"))
+        if r in ANCHORED_RULES or (args.b_noise is not None and r in LAW_RULES)
     ]
     for rule in rules:
         table.add_column(rule, justify="right")
