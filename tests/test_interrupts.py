@@ -9,15 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
-import optuna.study._optimize
 import pytest
 from conftest import ROOT, TINY
 from optuna.trial import TrialState
 
 from lrbatch.config import load_config
 from lrbatch.interrupts import Interrupts
-from lrbatch.sweep import prepare, work
+from lrbatch.prepare import prepare
+from lrbatch.worker import work
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 
@@ -77,13 +76,13 @@ def test_a_signal_held_in_the_last_look_at_the_study_still_stops(
 ) -> None:
     """The plan finished, but Ctrl-C came while that was being found out: say Interrupted, not
     complete (the user asked to stop; the report can wait for the next command)."""
-    import lrbatch.sweep
+    import lrbatch.worker
 
     def finished(*args: Any) -> Any:
         ctrl_c()
-        return lrbatch.sweep.Finished("complete")
+        return lrbatch.worker.Finished("complete")
 
-    monkeypatch.setattr(lrbatch.sweep, "next_step", finished)
+    monkeypatch.setattr(lrbatch.worker, "next_pack", finished)
     with pytest.raises(KeyboardInterrupt):
         work(worker)
     assert not worker.study.trials  # (and no trial was created only to be failed)
@@ -119,15 +118,15 @@ def worker(workdir: Path) -> Any:
 def test_ctrl_c_while_optuna_records_a_result_waits_for_the_record(
     worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Optuna 5's trial loop, interrupted inside its tell, leaves the trial RUNNING and raises
-    UnboundLocalError from its own clean-up; held back, the trial is recorded, then we stop."""
-    tell = optuna.study._optimize._tell_with_warning
+    """Interrupted inside the study's tell (a half-written record: the trial left RUNNING with
+    nobody to fail it): held back, the trial is recorded in full, then we stop."""
+    tell = worker.study.tell
 
-    def interrupted_tell(**kwargs: Any) -> Any:
+    def interrupted_tell(*args: Any, **kwargs: Any) -> Any:
         ctrl_c()
-        return tell(**kwargs)
+        return tell(*args, **kwargs)
 
-    monkeypatch.setattr(optuna.study._optimize, "_tell_with_warning", interrupted_tell)
+    monkeypatch.setattr(worker.study, "tell", interrupted_tell)
     with pytest.raises(KeyboardInterrupt):
         work(worker)
     trials = worker.study.get_trials()
@@ -138,13 +137,13 @@ def test_ctrl_c_while_optuna_records_a_result_waits_for_the_record(
 def test_ctrl_c_while_training_fails_the_trial_at_once(
     worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lrbatch.sweep
+    import lrbatch.worker
 
     def interrupted_train(*args: Any, **kwargs: Any) -> Any:
         ctrl_c()
         raise AssertionError("not interrupted")
 
-    monkeypatch.setattr(lrbatch.sweep, "train", interrupted_train)
+    monkeypatch.setattr(lrbatch.worker, "train_pack", interrupted_train)
     with pytest.raises(KeyboardInterrupt):
         work(worker)
     trials = worker.study.get_trials()

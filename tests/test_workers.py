@@ -33,11 +33,13 @@ from sqlalchemy.engine import make_url
 
 from lrbatch.config import load_config
 from lrbatch.plan import Finished, SweepPlan
+from lrbatch.pool import alive as _alive
 from lrbatch.sampler import next_step
+from lrbatch.slots import worker_slots
 from lrbatch.storage import open_storage
 from lrbatch.sweep import run_sweep
 from lrbatch.train import make_fabric
-from lrbatch.workers import STORAGE_ENV, _alive, worker_slots
+from lrbatch.worker import STORAGE_ENV
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 # Trials of about a second on 2 cores: long enough to be killed or interrupted mid-trial.
@@ -65,11 +67,11 @@ def assert_no_point_trained_twice(study: optuna.Study) -> list[FrozenTrial]:
 
 def assert_only_complete_or_skipped(study: optuna.Study) -> None:
     """No trial failed or is left running; a trial that is not complete was skipped because
-    another worker took the planned point first (pruned, reason ``explore``)."""
+    another worker took the planned point first (pruned, with that reason)."""
     for trial in study.trials:
         if trial.state != TrialState.COMPLETE:
             assert trial.state == TrialState.PRUNED, (trial.number, trial.state)
-            assert trial.user_attrs["reason"].startswith("explore"), trial.user_attrs
+            assert trial.user_attrs["reason"] == "skipped: another worker took this point"
 
 
 def assert_plan_complete(study: optuna.Study, overrides: list[str]) -> None:
@@ -563,7 +565,7 @@ def test_ctrl_c_while_the_worker_server_imports_stops_cleanly(workdir: Path) -> 
 
 
 def test_the_worker_server_is_started_ignoring_ctrl_c() -> None:
-    from lrbatch.workers import _sigint_ignored_by_children
+    from lrbatch.pool import sigint_ignored_by_children as _sigint_ignored_by_children
 
     show = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
     with _sigint_ignored_by_children():
@@ -577,19 +579,19 @@ def test_ctrl_c_while_the_pool_starts_a_worker_leaves_none_running(
 ) -> None:
     """Ctrl-C right as the first worker is started (while the pool waits for the fork server,
     say): the sweep stops, and that worker with it, not left to run the sweep unseen."""
-    from lrbatch.workers import WorkerPool
+    from lrbatch.pool import ProcessPool
 
-    start = WorkerPool._start
+    start = ProcessPool.start
     started: list[int] = []
 
-    def interrupted_start(pool: WorkerPool, *args: Any) -> Any:
-        process = start(pool, *args)
-        started.append(process.child.pid)
+    def interrupted_start(pool: ProcessPool, *args: Any, **kwargs: Any) -> Any:
+        member = start(pool, *args, **kwargs)
+        started.append(member.child.pid)
         if len(started) == 1:
             os.kill(os.getpid(), signal.SIGINT)
-        return process
+        return member
 
-    monkeypatch.setattr(WorkerPool, "_start", interrupted_start)
+    monkeypatch.setattr(ProcessPool, "start", interrupted_start)
     with pytest.raises(KeyboardInterrupt):
         run_sweep(load_config(SMOKE, ["hardware.workers=2", *SHARED]), Console(file=io.StringIO()))
     assert started

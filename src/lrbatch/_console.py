@@ -4,10 +4,12 @@ what it prints, as HTML."""
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 
 from rich.console import Console, RenderableType
 
-__all__ = ["make_console", "terminal_html"]
+__all__ = ["make_console", "quiet_libraries", "terminal_html"]
 
 # Columns of a console that is not a terminal (a pipe, a log): wide enough that no table is cut
 # and no line wrapped, so a table is as wide as its content.
@@ -38,3 +40,30 @@ def terminal_html(renderable: RenderableType) -> str:
     )
     console.print(renderable)
     return console.export_html(inline_styles=True, code_format=_HTML_BLOCK)
+
+
+class _NoInterruptTraceback(logging.Filter):
+    """Drops a log record that carries a KeyboardInterrupt (Optuna's "Trial N failed ...",
+    with 40 lines of traceback): an interrupted run says so in one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        return kind is None or not issubclass(kind, KeyboardInterrupt)
+
+
+_NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
+
+
+def quiet_libraries() -> None:
+    """Optuna and Lightning say only what matters: warnings, without a Ctrl-C's traceback."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(_NO_INTERRUPT_TRACEBACK)
+    for name in ("lightning", "lightning.fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings(
+        "ignore", category=UserWarning, message=".*(num_workers|does not have many workers).*"
+    )

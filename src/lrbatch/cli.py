@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import math
 import os
 import signal
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -36,7 +34,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lrbatch import __version__
-from lrbatch._console import make_console
+from lrbatch._console import make_console, quiet_libraries
 from lrbatch.config import ConfigError
 from lrbatch.rules import ANCHORED_RULES, LAW_RULES, RULE_NAMES, power_law, predict
 
@@ -49,32 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["NO_ANSWER", "main"]
 
 NO_ANSWER = 3  # exit status: the sweep ended without an optimum at some batch size
-
-
-class _NoInterruptTraceback(logging.Filter):
-    """Drops a log record that carries a KeyboardInterrupt (Optuna's "Trial N failed ...",
-    with 40 lines of traceback): an interrupted run says so in one line of its own."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        kind = record.exc_info[0] if record.exc_info else None
-        return kind is None or not issubclass(kind, KeyboardInterrupt)
-
-
-_NO_INTERRUPT_TRACEBACK = _NoInterruptTraceback()
-
-
-def _quiet_libraries() -> None:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for handler in logging.getLogger("optuna").handlers:
-        handler.addFilter(_NO_INTERRUPT_TRACEBACK)
-    for name in ("lightning", "lightning.fabric", "lightning.pytorch"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings(
-        "ignore", category=UserWarning, message=".*(num_workers|does not have many workers).*"
-    )
 
 
 _YAML = (".yaml", ".yml")
@@ -129,7 +101,7 @@ def _print_config(cfg: DictConfig, console: Console, *, plan_steps: bool = True)
     from omegaconf import OmegaConf
 
     from lrbatch.plan import Observation, Proposal, SweepPlan
-    from lrbatch.sweep import objective_direction
+    from lrbatch.prepare import objective_direction
 
     plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
     lines = [OmegaConf.to_yaml(cfg).rstrip()]
@@ -152,14 +124,14 @@ _FIRST_STEPS = 12  # trials of the plan that `--cfg job` shows
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config, validate
-    from lrbatch.workers import start_worker_server
+    from lrbatch.sweep import start_worker_server
 
     _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)
     cfg = load_config(sweep_file, overrides, check=False)
     if args.cfg:
+        from lrbatch.prepare import storage_url
         from lrbatch.storage import check_storage
-        from lrbatch.sweep import storage_url
 
         validate(cfg)
         check_storage(storage_url(cfg))
@@ -187,9 +159,8 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
 def _worker(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.storage import redact
     from lrbatch.sweep import join_sweep
-    from lrbatch.workers import STORAGE_ENV, stop_with_pool
+    from lrbatch.worker import STORAGE_ENV
 
-    stop_with_pool()
     url = args.storage or os.environ.get(STORAGE_ENV)
     if not url:
         raise ConfigError(
@@ -288,9 +259,9 @@ def _shortfall(shortfall: Shortfall, plan: SweepPlan) -> str:
 
 def _print_report(cfg: DictConfig, console: Console) -> None:
     """After a sweep, what `lrbatch report` prints (files and dashboard: `lrbatch report`)."""
+    from lrbatch.prepare import storage_url
     from lrbatch.report import build_report, render
     from lrbatch.study_io import open_study
-    from lrbatch.sweep import storage_url
 
     console.print(render(build_report(open_study(storage_url(cfg), cfg.study.name))))
 
@@ -871,8 +842,9 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _import(args: argparse.Namespace, console: Console) -> int:
+    from lrbatch.importing import import_csv
     from lrbatch.storage import redact
-    from lrbatch.study_io import import_csv, open_study
+    from lrbatch.study_io import open_study
 
     added = import_csv(args.csv, args.storage, args.study, args.direction)
     trials = open_study(args.storage, args.study).trials
@@ -894,7 +866,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
         return 2
-    _quiet_libraries()
+    quiet_libraries()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop (SLURM): like Ctrl-C
     try:
         commands = {
@@ -915,7 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]Interrupted.[/]")
         return 130
     except RuntimeError as error:
-        from lrbatch.workers import WorkerFailed  # (imported late: `lrbatch predict` stays quick)
+        from lrbatch.sweep import WorkerFailed  # (imported late: `lrbatch predict` stays quick)
 
         if not isinstance(error, WorkerFailed):
             raise

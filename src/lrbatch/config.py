@@ -83,6 +83,9 @@ class HardwareConfig:
     eval_batch: int = 4096  # examples per forward pass when evaluating
     workers: int = 1  # cpu: worker processes on this machine (gpu: one per visible GPU)
     workers_per_gpu: int = 1  # gpu: worker processes sharing each GPU (small models)
+    # trials a worker trains together at one batch size and seed (several learning rates in
+    # one pass); auto: measured per batch size; 1: one trial at a time
+    pack: Any = 1
 
 
 @dataclass
@@ -492,6 +495,13 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "hardware.eval_batch")
     _positive(cfg, "hardware.workers")
     _positive(cfg, "hardware.workers_per_gpu")
+    pack = cfg.hardware.pack
+    _require(
+        pack == "auto" or (isinstance(pack, int) and not isinstance(pack, bool) and pack >= 1),
+        "hardware.pack",
+        pack,
+        "accepted: auto, or a whole number of trials >= 1 (1: one trial at a time)",
+    )
 
     _choice(cfg, "study.direction", DIRECTIONS)
     _positive(cfg, "study.heartbeat_interval")

@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group
@@ -22,7 +21,7 @@ from rich.text import Text
 
 from lrbatch.plan import SweepPlan
 from lrbatch.progress import format_lr, summarize
-from lrbatch.sampler import observations, point
+from lrbatch.study_io import TrialRun, observations, point, trial_run
 
 __all__ = ["SweepProgress", "describe_trial", "worker_label"]
 
@@ -34,39 +33,41 @@ def _duration(seconds: float) -> str:
 
 def worker_label(trial: FrozenTrial) -> str:
     """Which worker trains (trained) a trial: ``host:pid`` and its device slot."""
-    worker: dict[str, Any] = trial.user_attrs.get("worker") or {}
+    worker = trial_run(trial).worker
     if not worker:
         return "—"
     return f"{worker.get('host')}:{worker.get('pid')} {worker.get('slot', '')}".strip()
 
 
-def _outcome(trial: FrozenTrial, metric: str) -> str:
-    attrs = trial.user_attrs
+def _outcome(trial: FrozenTrial, run: TrialRun, metric: str) -> str:
     if trial.state == TrialState.FAIL:
-        return f"failed ({attrs.get('error', 'killed or interrupted: it will be retried')})"
-    if attrs.get("diverged"):
-        return f"diverged at step {attrs.get('steps')}"
-    if attrs.get("reached_target") is not None:
-        steps = attrs.get("steps")
-        return f"target in {steps} steps" if attrs["reached_target"] else "target not reached"
-    value = (attrs.get("metrics") or {}).get(metric, trial.value)
-    return f"{metric} {value:.4g}" if value is not None else "no value"
+        return f"failed ({run.error or 'killed or interrupted: it will be retried'})"
+    ended = run.outcome
+    if ended is None:
+        return "no value"
+    if ended.diverged:
+        return f"diverged at step {run.steps}"
+    if ended.reached_target is not None:
+        return f"target in {run.steps} steps" if ended.reached_target else "target not reached"
+    value = run.metrics.get(metric, ended.value)
+    return f"{metric} {value:.4g}" if math.isfinite(value) else "no value"
 
 
 def describe_trial(trial: FrozenTrial, metric: str) -> str:
     """One line for a finished trial: its number, point, reason, outcome, time and worker."""
-    where = point(trial)
+    run = trial_run(trial)
+    where = run.point
     what = (
         f"B={where.batch_size} lr={format_lr(where.lr)} seed={where.seed} ({where.reason})"
         if where
         else "(no point)"
     )
-    wall = trial.user_attrs.get("wall_time_s")
-    took = f", {wall:.1f}s" if isinstance(wall, float) else ""
+    took = f", {run.wall_time_s:.1f}s" if run.wall_time_s is not None else ""
     extra = ""
-    if trial.user_attrs.get("oom_micro_batches"):
-        extra = f", out of memory at micro-batch {trial.user_attrs['oom_micro_batches']}"
-    return f"#{trial.number} {what}: {_outcome(trial, metric)}{took}{extra} [{worker_label(trial)}]"
+    if run.oom_micro_batches:
+        extra = f", out of memory at micro-batch {run.oom_micro_batches}"
+    ended = _outcome(trial, run, metric)
+    return f"#{trial.number} {what}: {ended}{took}{extra} [{worker_label(trial)}]"
 
 
 class SweepProgress:

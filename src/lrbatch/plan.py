@@ -127,6 +127,8 @@ class BatchState:
             learning rate within the bounds lies below the stability edge.
         trials: finished and running trials at this batch size.
         proposal: what this batch size needs next, if anything can be proposed now.
+        pack: the proposals that can train together with it (same batch size and seed; it
+            first), up to the plan's pack size here (:attr:`SweepPlan.pack`).
         edge: the stability edge here (:meth:`SweepPlan.stability_edge`; inf when none).
     """
 
@@ -138,6 +140,7 @@ class BatchState:
     trials: int = 0
     proposal: Proposal | None = field(default=None, compare=False)
     edge: float = math.inf
+    pack: tuple[Proposal, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,8 @@ class SweepPlan:
     max_trials: int = 200
     base_grid_per_decade: int = 2
     minimize: bool = True
+    # (batch size, trials trained together there); 1 where not listed (hardware.pack)
+    pack: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_config(cls, sweep: Any, direction: str = "minimize") -> SweepPlan:
@@ -217,21 +222,37 @@ class SweepPlan:
 
     def next(self, observations: Iterable[Observation]) -> Proposal | Wait | Finished:
         """What to train next, given every finished and running trial of the study."""
+        decision = self.next_pack(observations)
+        return decision[0] if isinstance(decision, tuple) else decision
+
+    def next_pack(
+        self, observations: Iterable[Observation]
+    ) -> tuple[Proposal, ...] | Wait | Finished:
+        """What to train next, as a pack: up to :meth:`pack_size` proposals at one batch size
+        and seed, which can train together (the first is :meth:`next`'s). With pack size 1,
+        one proposal, the same as :meth:`next`."""
         observations = list(observations)
         states = self.states(observations)
         if all(state.phase == "done" for state in states.values()):
             return Finished("complete")
-        if len(observations) >= self.max_trials:
+        left = self.max_trials - len(observations)
+        if left <= 0:
             return Finished("budget")
         for phase in ("search", "replicate"):
             for state in states.values():
-                if state.phase == phase and state.proposal is not None:
-                    return state.proposal
+                if state.phase == phase and state.pack:
+                    return state.pack[:left]
         # more seeds: first where fewest have run, so that a budget running out shares them
-        tightening = [s.proposal for s in states.values() if s.phase == "tighten" and s.proposal]
+        tightening = [s.pack for s in states.values() if s.phase == "tighten" and s.pack]
         if tightening:
-            return min(tightening, key=lambda p: p.seed if p.reason == "replicate" else 0)
-        return self._early_replicate(observations, states) or WAIT
+            chosen = min(tightening, key=lambda p: p[0].seed if p[0].reason == "replicate" else 0)
+            return chosen[:left]
+        early = self._early_replicate(observations, states)
+        return (early,) if early is not None else WAIT
+
+    def pack_size(self, batch: int) -> int:
+        """How many trials at ``batch`` train together (:attr:`pack`; 1 where not listed)."""
+        return next((size for b, size in self.pack if b == batch), 1)
 
     def states(self, observations: Sequence[Observation]) -> dict[int, BatchState]:
         """Each batch size's state, in the order the plan works on them."""
@@ -353,31 +374,35 @@ class SweepPlan:
         if base_lr is None and batch != self.base_batch:
             return BatchState(batch, "waiting", trials=trials, edge=edge)
         candidates = self._candidates(batch, base_lr)
-        proposal, searching = self._search(batch, first_seed, candidates, edge)
+        pack, searching = self._search(batch, first_seed, candidates, edge)
         if searching and not any(o.reason in ("bracket", "refine") for o in first_seed):
             # still seeding: add what laws fitted to other batch sizes predict here
             candidates += self._law_candidates(batch, searched)
-            proposal, searching = self._search(batch, first_seed, candidates, edge)
+            pack, searching = self._search(batch, first_seed, candidates, edge)
         best_lr, best_value, bracketed = self._search_best(first_seed)
-        if searching:
+
+        def state(phase: str) -> BatchState:
+            first = pack[0] if pack else None
             return BatchState(
-                batch, "search", best_lr, best_value, bracketed, trials, proposal, edge
+                batch, phase, best_lr, best_value, bracketed, trials, first, edge, pack
             )
+
+        if searching:
+            return state("search")
         if best_lr is None:  # every lr within the bounds lies above the stability edge
             return BatchState(batch, "done", bracketed=False, trials=trials, edge=edge)
-        proposal, pooled = self._replicate(batch, observations, edge, self.seeds)
+        pack, pooled = self._replicate(batch, observations, edge, self.seeds)
         phase = "replicate"
-        if pooled is not None and proposal is None and self.seed_limit > self.seeds:
+        if pooled is not None and not pack and self.seed_limit > self.seeds:
             base = tuple(o for o in observations if o.seed < self.seeds)
             wanted = _seeds_wanted(base, self.minimize, self.seeds, self.seed_limit)
             if wanted > self.seeds:
-                proposal, pooled = self._replicate(batch, observations, edge, wanted)
+                pack, pooled = self._replicate(batch, observations, edge, wanted)
                 phase = "tighten"
         if pooled is None:
-            return BatchState(batch, phase, best_lr, best_value, bracketed, trials, proposal, edge)
+            return state(phase)
         best_lr, best_value, bracketed = pooled
-        phase = phase if proposal is not None else "done"
-        return BatchState(batch, phase, best_lr, best_value, bracketed, trials, proposal, edge)
+        return state(phase if pack else "done")
 
     def _clip(self, lr: float) -> float:
         return min(max(lr, self.lr_min), self.lr_max)
@@ -448,26 +473,47 @@ class SweepPlan:
 
     def _step(
         self, batch: int, seed: int, scores: dict[float, float], edge: float
-    ) -> Proposal | None:
+    ) -> tuple[Proposal, ...]:
         """Bracket (best at an edge) or refine (a gap next to the best wider than the
         tolerance) around the best of ``scores``, the stability edge counting as a diverged
-        lr; None when the optimum is pinned, or the step would lie above the edge."""
+        lr; none when the optimum is pinned, or the step would lie above the edge.
+
+        One step, or with a pack size k > 1 here, k at once: bracketing goes k steps of
+        ``bracket_factor`` outward; refining puts k log-spaced points into the two gaps next
+        to the best, each new point to the gap whose parts are then widest, so that one pack
+        narrows both gaps as far as k points can (k = 1: the wider gap's midpoint)."""
         if math.isfinite(edge) and not any(_same(edge, lr) for lr in scores):
             scores = dict(sorted({**scores, edge: math.inf}.items()))
         lrs = list(scores)
         i = lrs.index(_best(scores))
-        step = None
+        room = self.pack_size(batch)
+        steps: list[tuple[float, str]] = []
         if i == 0 and lrs[0] > self.lr_min * _SAME:
-            step = Proposal(batch, self._clip(lrs[0] / self.bracket_factor), seed, "bracket")
+            steps = [(lrs[0] / self.bracket_factor**j, "bracket") for j in range(1, room + 1)]
         elif i == len(lrs) - 1 and lrs[-1] < self.lr_max / _SAME:
-            step = Proposal(batch, self._clip(lrs[-1] * self.bracket_factor), seed, "bracket")
+            steps = [(lrs[-1] * self.bracket_factor**j, "bracket") for j in range(1, room + 1)]
         else:
-            gap_low = lrs[i] / lrs[i - 1] if i > 0 else 0.0
-            gap_high = lrs[i + 1] / lrs[i] if i < len(lrs) - 1 else 0.0
-            if max(gap_low, gap_high) > self.tolerance:
-                neighbour = lrs[i - 1] if gap_low >= gap_high else lrs[i + 1]
-                step = Proposal(batch, math.sqrt(lrs[i] * neighbour), seed, "refine")
-        return step if step is not None and _below(step.lr, edge) else None
+            gaps = [(lrs[i - 1], lrs[i]) if i > 0 else None]
+            gaps.append((lrs[i], lrs[i + 1]) if i < len(lrs) - 1 else None)
+            parts = [0, 0]  # points put into the low and the high gap
+            for _ in range(room):
+                widths = [
+                    (g[1] / g[0]) ** (1 / (n + 1)) if g else 0.0
+                    for g, n in zip(gaps, parts, strict=True)
+                ]
+                if max(widths) <= self.tolerance:
+                    break
+                parts[0 if widths[0] >= widths[1] else 1] += 1
+            for gap, n in zip(gaps, parts, strict=True):
+                if gap and n:
+                    ratio = gap[1] / gap[0]
+                    steps += [(gap[0] * ratio ** (j / (n + 1)), "refine") for j in range(1, n + 1)]
+        pack: list[Proposal] = []
+        for lr, reason in steps:
+            lr = self._clip(lr)
+            if _below(lr, edge) and not any(_same(lr, p.lr) for p in pack):
+                pack.append(Proposal(batch, lr, seed, reason))
+        return tuple(pack)
 
     def _search(
         self,
@@ -475,38 +521,69 @@ class SweepPlan:
         first_seed: list[Observation],
         candidates: list[tuple[float, str, float]],
         edge: float,
-    ) -> tuple[Proposal | None, bool]:
-        """The next search point at ``batch``, and whether the search still goes on.
-        Candidates at or above the stability edge are skipped."""
+    ) -> tuple[tuple[Proposal, ...], bool]:
+        """The next search points at ``batch`` (one, or up to the pack size here), and whether
+        the search still goes on. Candidates at or above the stability edge are skipped.
+
+        A pack with room beyond the candidates not yet tried takes bracket steps outward from
+        them too, below and above in turn: should the best lie at either end, its next step
+        has run already."""
         tried = [o.lr for o in first_seed]
+        room = self.pack_size(batch)
+        pack: list[Proposal] = []
         for lr, reason, near in candidates:
-            if _below(lr, edge) and not any(max(lr, t) / min(lr, t) < near for t in tried):
-                return Proposal(batch, lr, 0, reason), True
+            taken = tried + [p.lr for p in pack]
+            if _below(lr, edge) and not any(max(lr, t) / min(lr, t) < near for t in taken):
+                pack.append(Proposal(batch, lr, 0, reason))
+        if pack:
+            pack = pack[:room]
+            lrs = sorted(tried + [p.lr for p in pack])
+            low, high = lrs[0], lrs[-1]
+            for j in range(2 * room):
+                if len(pack) >= room:
+                    break
+                if j % 2 == 0 and low > self.lr_min * _SAME:
+                    low = self._clip(low / self.bracket_factor)
+                    pack.append(Proposal(batch, low, 0, "bracket"))
+                elif j % 2 == 1 and high < self.lr_max / _SAME:
+                    high = self._clip(high * self.bracket_factor)
+                    if _below(high, edge):
+                        pack.append(Proposal(batch, high, 0, "bracket"))
+            return tuple(pack), True
         if any(o.value is None for o in first_seed):
-            return None, True  # the next step depends on a running trial
-        proposal = self._step(batch, 0, self._scores(first_seed), edge)
-        return proposal, proposal is not None
+            return (), True  # the next step depends on a running trial
+        steps = self._step(batch, 0, self._scores(first_seed), edge)
+        return steps, bool(steps)
 
     def _replicate(
         self, batch: int, observations: list[Observation], edge: float, seeds: int
-    ) -> tuple[Proposal | None, tuple[float, float, bool] | None]:
-        """The next replicate (or pooled refinement) at ``batch``, and once each of ``seeds``
+    ) -> tuple[tuple[Proposal, ...], tuple[float, float, bool] | None]:
+        """The next replicates (or pooled refinement) at ``batch``, and once each of ``seeds``
         seeds has run at the best point and its neighbours, the seed-pooled (best lr, value,
         bracketed). A point at or above the stability edge (a neighbour that diverged) is not
-        replicated."""
+        replicated. Replicates come one, or up to the pack size here, at a time: the points
+        that lack the same seed, nearest the best first."""
         lrs = list(self._scores([o for o in observations if o.seed == 0]))
         best = lrs.index(_best(self._scores([o for o in observations if o.seed == 0])))
         targets = {k for k in (best - 1, best, best + 1) if 0 <= k < len(lrs)}
+
+        def lacks(k: int, seed: int) -> bool:
+            return _below(lrs[k], edge) and not any(
+                o.seed == seed and _same(o.lr, lrs[k]) for o in observations
+            )
+
         while True:
             for k in sorted(targets, key=lambda k: abs(k - best)):
-                if not _below(lrs[k], edge):
-                    continue
-                for seed in range(1, seeds):
-                    if not any(o.seed == seed and _same(o.lr, lrs[k]) for o in observations):
-                        return Proposal(batch, lrs[k], seed, "replicate"), None
+                seed = next((s for s in range(1, seeds) if lacks(k, s)), None)
+                if seed is not None:
+                    ks = sorted(targets, key=lambda j: (j != k, abs(j - best)))
+                    pack = [
+                        Proposal(batch, lrs[j], seed, "replicate") for j in ks if lacks(j, seed)
+                    ]
+                    return tuple(pack[: self.pack_size(batch)]), None
             chosen = [o for o in observations if any(_same(o.lr, lrs[k]) for k in targets)]
             if any(o.value is None for o in chosen):
-                return None, None
+                return (), None
             pooled = self._scores(chosen)
             top = _best(pooled)
             k_top = next(k for k in targets if _same(lrs[k], top))

@@ -35,7 +35,7 @@ import dataclasses
 import math
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution
@@ -44,11 +44,12 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbatch.plan import Finished, Observation, Proposal, SweepPlan, Wait
-from lrbatch.study_io import outcome
+from lrbatch.study_io import PROPOSAL_ATTR, observations, planned, point
 
 __all__ = [
     "PARAMS",
     "LRBatchSampler",
+    "next_pack",
     "next_step",
     "observations",
     "point",
@@ -56,50 +57,9 @@ __all__ = [
 ]
 
 PARAMS = ("batch_size", "lr", "seed")
-PROPOSAL_ATTR = "lrbatch:proposal"  # trial system attribute: the point, recorded at once
 _ACTIVE = (TrialState.COMPLETE, TrialState.RUNNING)
 _ORDER_POLL_S = 0.02  # how often a sampler looks whether lower-numbered trials have a point
 _ORDER_TIMEOUT_S = 10.0  # ...and how long it waits for one that never records any
-
-
-def point(trial: FrozenTrial) -> Proposal | None:
-    """The (batch size, lr, seed) a trial trains and why: the proposal its sampler recorded
-    (available before its parameters are), else its parameters; None if it has neither."""
-    recorded = trial.system_attrs.get(PROPOSAL_ATTR)
-    if recorded is not None:
-        return Proposal(**recorded)
-    params = trial.params
-    if "batch_size" not in params or "lr" not in params:
-        return None
-    reason = str(trial.user_attrs.get("reason") or "")
-    return Proposal(
-        int(params["batch_size"]), float(params["lr"]), int(params.get("seed", 0)), reason
-    )
-
-
-def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> list[Observation]:
-    """The plan's view of finished and running trials that have a :func:`point`; how a
-    finished one ended is read by :func:`lrbatch.study_io.outcome`, as the analysis reads it."""
-    seen = []
-    for trial in trials:
-        if trial.number == exclude or trial.state not in _ACTIVE:
-            continue
-        where = point(trial)
-        if where is None:
-            continue
-        ended = outcome(trial) if trial.state == TrialState.COMPLETE else None
-        seen.append(
-            Observation(
-                batch_size=where.batch_size,
-                lr=where.lr,
-                seed=where.seed,
-                value=None if ended is None else ended.value,
-                diverged=ended is not None and ended.diverged,
-                reason=_planned(where.reason) or None,
-                reached_target=None if ended is None else ended.reached_target,
-            )
-        )
-    return seen
 
 
 def _retry(
@@ -118,14 +78,9 @@ def _retry(
         if plan.diverges(seen, failed.batch_size, failed.lr):
             continue
         if not any(_same_point(failed, p) for p in taken):
-            reason = f"retry of #{trial.number}: {_planned(failed.reason)}"
+            reason = f"retry of #{trial.number}: {planned(failed.reason)}"
             return Proposal(failed.batch_size, failed.lr, failed.seed, reason)
     return None
-
-
-def _planned(reason: str) -> str:
-    """The plan's reason for a point: ``bracket`` for ``retry of #12: bracket``."""
-    return reason.split(": ", 1)[1] if reason.startswith("retry of #") else reason
 
 
 def _same_point(a: Proposal, b: Proposal) -> bool:
@@ -134,10 +89,11 @@ def _same_point(a: Proposal, b: Proposal) -> bool:
     )
 
 
-def next_step(
+def next_pack(
     plan: SweepPlan, trials: Sequence[FrozenTrial], exclude: int | None = None
-) -> Proposal | Wait | Finished:
-    """What the study needs next: a retry of a killed trial's point, else :meth:`SweepPlan.next`.
+) -> tuple[Proposal, ...] | Wait | Finished:
+    """What the study needs next: a retry of a killed trial's point (alone), else
+    :meth:`SweepPlan.next_pack`.
 
     Args:
         plan: the sweep's plan.
@@ -145,10 +101,19 @@ def next_step(
         exclude: the number of the trial asking (it is not one of the trials to consider).
     """
     seen = observations(trials, exclude)
-    decision = plan.next(seen)
+    decision = plan.next_pack(seen)
     if isinstance(decision, Finished):
         return decision
-    return _retry(plan, trials, seen, exclude) or decision
+    retry = _retry(plan, trials, seen, exclude)
+    return (retry,) if retry is not None else decision
+
+
+def next_step(
+    plan: SweepPlan, trials: Sequence[FrozenTrial], exclude: int | None = None
+) -> Proposal | Wait | Finished:
+    """The first of :func:`next_pack`: what the study needs next, one trial."""
+    decision = next_pack(plan, trials, exclude)
+    return decision[0] if isinstance(decision, tuple) else decision
 
 
 class LRBatchSampler(BaseSampler):
@@ -172,6 +137,7 @@ class LRBatchSampler(BaseSampler):
         self._rng = random.Random(seed)
         self._fallback = fallback or RandomSampler(seed)
         self._proposals: dict[int, Proposal] = {}
+        self._assigned: list[tuple[Proposal, float | None]] = []
 
     def reseed_rng(self) -> None:
         self._rng.seed()
@@ -198,15 +164,18 @@ class LRBatchSampler(BaseSampler):
             return self._fallback.sample_independent(study, trial, param_name, param_distribution)
         proposal = self._proposals.get(trial.number)
         if proposal is None:
-            trials = self._after_earlier_trials(study, trial.number)
-            proposal = self._propose(trials, trial.number)
+            if self._assigned:
+                proposal, base_lr = self._assigned.pop(0)
+            else:
+                trials = self.after_earlier_trials(study, trial.number)
+                proposal = self._propose(trials, trial.number)
+                base_lr = self.plan.anchor_lr(observations(trials, exclude=trial.number))
             self._proposals[trial.number] = proposal
             # Record the whole point at once: later trials' samplers wait for it.
             storage = study._storage
             storage.set_trial_system_attr(
                 trial._trial_id, PROPOSAL_ATTR, dataclasses.asdict(proposal)
             )
-            base_lr = self.plan.anchor_lr(observations(trials, exclude=trial.number))
             predictions = (
                 {} if base_lr is None else self.plan.predictions(proposal.batch_size, base_lr)
             )
@@ -225,12 +194,17 @@ class LRBatchSampler(BaseSampler):
     ) -> None:
         self._proposals.pop(trial.number, None)
 
+    def assign(self, proposals: Sequence[Proposal], base_lr: float | None) -> None:
+        """Give the next trials these points, in order, instead of asking the plan (a worker
+        that asked the plan for a pack itself); ``base_lr`` is the η0 it was anchored at."""
+        self._assigned = [(p, base_lr) for p in proposals]
+
     def proposal(self, trial_number: int) -> Proposal | None:
         """What this sampler proposed for a trial it sampled (and why), while the trial runs."""
         return self._proposals.get(trial_number)
 
     @staticmethod
-    def _after_earlier_trials(study: Study, number: int) -> list[FrozenTrial]:
+    def after_earlier_trials(study: Study, number: int) -> list[FrozenTrial]:
         """The study's trials, once every running trial numbered below ``number`` has a point
         (or :data:`_ORDER_TIMEOUT_S` has passed: a trial that never records one is ignored)."""
         deadline = time.monotonic() + _ORDER_TIMEOUT_S

@@ -1,11 +1,11 @@
-"""Reading a study's trials, importing grids measured elsewhere, finding studies.
+"""Reading a study's trials, in one place, for the sweep plan, the workers, the display and
+the report alike; finding studies.
 
-How a finished trial ended is read in one place, :func:`outcome`, for the sweep plan and the
-analysis alike: a run that missed its target (target budget) is the worst at its learning rate
-but not a divergence, for both.
-
-A grid measured with another tool (or published in a paper) becomes an Optuna study with the
-same parameters and attributes as a sweep's, so the same report runs on it.
+How a finished trial ended is read by :func:`outcome`: a run that missed its target (target
+budget) is the worst at its learning rate but not a divergence, for every reader. Where a
+trial trains is :func:`point` (the point its sampler recorded, before its parameters are set);
+the plan's view of the trials is :func:`observations`; what the display shows of one trial is
+:func:`trial_run`; whose worker ran it, :func:`ran_by`.
 
 The gradient noise scale a trial recorded is written and read here too
 (:func:`noise_user_attrs`, :func:`trial_noise`). Its user attributes:
@@ -28,16 +28,13 @@ report can draw the SGD optimum it implies: :func:`record_noise_run`, :func:`rec
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 import optuna
-from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.exceptions import OptunaError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
@@ -46,31 +43,37 @@ from sqlalchemy.exc import SQLAlchemyError
 from lrbatch.analysis import TrialPoint
 from lrbatch.config import ConfigError
 from lrbatch.noise import NoiseEstimate, NoiseRecord
+from lrbatch.plan import Observation, Proposal
 from lrbatch.rules import saturating
 from lrbatch.storage import open_storage, redact
 
 __all__ = [
     "NOISE_RUN_ATTR",
+    "PROPOSAL_ATTR",
     "NoiseRun",
     "Outcome",
     "TrialNoise",
+    "TrialRun",
     "find_last_study",
-    "import_csv",
+    "is_diverged",
     "load_points",
     "noise_records",
     "noise_user_attrs",
+    "observations",
     "open_study",
     "outcome",
+    "point",
+    "ran_by",
     "record_noise_run",
     "recorded_noise_run",
+    "short_of_target",
     "study_names",
     "trial_noise",
+    "trial_run",
 ]
 
-_REQUIRED = ("batch_size", "lr", "metric")
-_OPTIONAL = ("seed", "steps", "diverged", "reached_target")
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"0", "false", "no", "n", "f"}
+PROPOSAL_ATTR = "lrbatch:proposal"  # trial system attribute: the point, recorded at once
+_ACTIVE = (TrialState.COMPLETE, TrialState.RUNNING)
 
 
 @dataclass(frozen=True)
@@ -99,15 +102,130 @@ def outcome(trial: FrozenTrial) -> Outcome:
     attrs = trial.user_attrs
     reached = None if attrs.get("reached_target") is None else bool(attrs["reached_target"])
     recorded = None if "diverged" not in attrs else bool(attrs["diverged"])
-    return Outcome(value, _diverged(recorded, value, reached), reached)
+    return Outcome(value, is_diverged(recorded, value, reached), reached)
 
 
-def _diverged(recorded: bool | None, value: float, reached: bool | None) -> bool:
+def is_diverged(recorded: bool | None, value: float, reached: bool | None) -> bool:
     """The recorded divergence where there is one; else a value that is not finite, unless
     the run only missed its target."""
     if recorded is not None:
         return recorded
     return not math.isfinite(value) and reached is not False
+
+
+def point(trial: FrozenTrial) -> Proposal | None:
+    """The (batch size, lr, seed) a trial trains and why: the proposal its sampler recorded
+    (available before its parameters are), else its parameters; None if it has neither."""
+    recorded = trial.system_attrs.get(PROPOSAL_ATTR)
+    if recorded is not None:
+        return Proposal(**recorded)
+    params = trial.params
+    if "batch_size" not in params or "lr" not in params:
+        return None
+    reason = str(trial.user_attrs.get("reason") or "")
+    return Proposal(
+        int(params["batch_size"]), float(params["lr"]), int(params.get("seed", 0)), reason
+    )
+
+
+def planned(reason: str) -> str:
+    """The plan's reason for a point: ``bracket`` for ``retry of #12: bracket``."""
+    return reason.split(": ", 1)[1] if reason.startswith("retry of #") else reason
+
+
+def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> list[Observation]:
+    """The plan's view of finished and running trials that have a :func:`point`; how a
+    finished one ended is read by :func:`outcome`, as the analysis reads it."""
+    seen = []
+    for trial in trials:
+        if trial.number == exclude or trial.state not in _ACTIVE:
+            continue
+        where = point(trial)
+        if where is None:
+            continue
+        ended = outcome(trial) if trial.state == TrialState.COMPLETE else None
+        seen.append(
+            Observation(
+                batch_size=where.batch_size,
+                lr=where.lr,
+                seed=where.seed,
+                value=None if ended is None else ended.value,
+                diverged=ended is not None and ended.diverged,
+                reason=planned(where.reason) or None,
+                reached_target=None if ended is None else ended.reached_target,
+            )
+        )
+    return seen
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """What the display shows of one trial.
+
+    Attributes:
+        point: where it trains (:func:`point`), or None.
+        outcome: how it ended (:func:`outcome`), None unless it finished.
+        error: the error it failed with, if it raised one.
+        steps: optimizer steps taken.
+        metrics: metrics measured at its end.
+        wall_time_s: seconds it took.
+        oom_micro_batches: micro-batches that ran out of memory.
+        worker: ``{"host", "pid", "slot"}`` of the worker that ran it (empty if unknown).
+    """
+
+    point: Proposal | None
+    outcome: Outcome | None
+    error: str | None
+    steps: int | None
+    metrics: dict[str, float]
+    wall_time_s: float | None
+    oom_micro_batches: list[int]
+    worker: dict[str, Any]
+
+
+def trial_run(trial: FrozenTrial) -> TrialRun:
+    """What a trial recorded of its run (:class:`TrialRun`)."""
+    attrs = trial.user_attrs
+    wall = attrs.get("wall_time_s")
+    return TrialRun(
+        point=point(trial),
+        outcome=outcome(trial) if trial.state == TrialState.COMPLETE else None,
+        error=attrs.get("error"),
+        steps=attrs.get("steps"),
+        metrics=dict(attrs.get("metrics") or {}),
+        wall_time_s=float(wall) if isinstance(wall, int | float) else None,
+        oom_micro_batches=list(attrs.get("oom_micro_batches") or []),
+        worker=dict(attrs.get("worker") or {}),
+    )
+
+
+def ran_by(trial: FrozenTrial, host: str, pids: set[int]) -> bool:
+    """Whether a worker process on ``host`` with one of ``pids`` ran (runs) the trial."""
+    worker = trial.user_attrs.get("worker") or {}
+    return bool(worker.get("host") == host and worker.get("pid") in pids)
+
+
+def short_of_target(trials: Iterable[FrozenTrial], metric: str, direction: str) -> str | None:
+    """With the target budget and no run that reached it: the best ``metric`` a run that did
+    not diverge ended at, where, and the target (None when some run reached it or none ended
+    short of it)."""
+    ended = []
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE:
+            continue
+        reached = outcome(trial).reached_target
+        if reached:
+            return None
+        metrics = trial.user_attrs.get("metrics") or {}
+        if reached is False and metric in metrics:
+            ended.append((float(metrics[metric]), trial))
+    if not ended:
+        return None
+    best = max if direction == "maximize" else min
+    value, trial = best(ended, key=lambda e: e[0])
+    where = point(trial)
+    assert where is not None
+    return f"{metric} {value:.4g} at B={where.batch_size}, lr {where.lr:.3g}"
 
 
 def trial_point(trial: FrozenTrial) -> TrialPoint | None:
@@ -319,139 +437,3 @@ def find_last_study(runs_dir: Path = Path("runs")) -> str:
             f"no study found in {runs_dir}/: run `lrbatch sweep` first, or give --storage"
         )
     return f"sqlite:///{candidates[-1]}"
-
-
-class _Row(NamedTuple):
-    batch: int
-    lr: float
-    metric: float
-    seed: int
-    steps: int | None
-    diverged: bool
-    reached_target: bool | None
-
-
-def _parse_row(row: dict[str, str], line: int, path: Path) -> _Row:
-    def bad(column: str, accepted: str) -> ConfigError:
-        return ConfigError(
-            f"{path}:{line}: {column}={row.get(column)!r} is not accepted; {accepted}"
-        )
-
-    if None in row or None in row.values():  # (csv: more fields than the header, or fewer)
-        raise ConfigError(
-            f"{path}:{line}: the row's fields do not match the header's {len(row) - (None in row)}"
-            " columns; accepted: one value per column (empty for none)"
-        )
-    try:
-        batch = int(row["batch_size"])
-        if batch <= 0:
-            raise ValueError
-    except ValueError:
-        raise bad("batch_size", "a positive integer is needed") from None
-    try:
-        lr = float(row["lr"])
-        if not (lr > 0 and math.isfinite(lr)):
-            raise ValueError
-    except ValueError:
-        raise bad("lr", "a positive number is needed") from None
-    said = (row.get("diverged") or "").strip().lower()
-    if said and said not in _TRUE | _FALSE:
-        raise bad("diverged", "true, false or empty (read from the metric) is needed")
-    recorded = True if said in _TRUE else None
-    reached = (row.get("reached_target") or "").strip().lower()
-    if reached and reached not in _TRUE | _FALSE:
-        raise bad("reached_target", "true, false or empty (no target) is needed")
-    try:
-        metric = float(row["metric"]) if (row["metric"] or "").strip() else math.nan
-    except ValueError:
-        raise bad("metric", "a number (or empty for a diverged run) is needed") from None
-    try:
-        seed = int(row.get("seed") or 0)
-        steps = int(row["steps"]) if (row.get("steps") or "").strip() else None
-    except ValueError:
-        raise bad("seed/steps", "integers are needed") from None
-    reached_target = None if not reached else reached in _TRUE
-    if said in _FALSE and math.isnan(metric) and reached_target is not False:
-        raise bad("metric", "a number: the row says it did not diverge (diverged=false)")
-    diverged = _diverged(recorded, metric, reached_target)
-    return _Row(batch, lr, metric, seed, steps, diverged, reached_target)
-
-
-def import_csv(
-    path: Path,
-    storage_url: str,
-    study_name: str,
-    direction: Literal["minimize", "maximize"] = "minimize",
-) -> int:
-    """Load a CSV grid (columns ``batch_size, lr, metric``; optional ``seed, steps, diverged,
-    reached_target``) into a new study; returns the number of trials added. A row with an
-    empty or infinite metric diverged, unless ``reached_target`` is false (a target budget's
-    run that never reached it: worst at its lr, not a divergence). ``lrbatch report``'s
-    ``trials.csv`` is accepted as it is (``value`` for ``metric``; only COMPLETE rows).
-
-    Every row is checked before anything is written: a bad row adds nothing.
-
-    Raises:
-        ConfigError: a missing column or a bad value, naming the line.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or "not UTF-8 text"
-        raise ConfigError(
-            f"{path}: cannot be read ({reason}); accepted: a CSV file with columns "
-            f"{', '.join(_REQUIRED)}"
-        ) from None
-    with io.StringIO(text, newline="") as file:
-        reader = csv.DictReader(file)
-        columns = set(reader.fieldnames or ())
-        if "metric" not in columns and "value" in columns:  # lrbatch report's trials.csv
-            reader.fieldnames = ["metric" if c == "value" else c for c in reader.fieldnames or ()]
-            columns = set(reader.fieldnames)
-        missing = [c for c in _REQUIRED if c not in columns]
-        if missing:
-            raise ConfigError(
-                f"{path} lacks column(s) {', '.join(missing)}; needed: {', '.join(_REQUIRED)}, "
-                f"optional: {', '.join(_OPTIONAL)}"
-            )
-        rows = [
-            _parse_row(row, line, path)
-            for line, row in enumerate(reader, start=2)
-            if row.get("state", "COMPLETE") == "COMPLETE"  # trials.csv also lists failed ones
-        ]
-    if not rows:
-        raise ConfigError(f"{path} has no rows")
-    worst = math.inf if direction == "minimize" else -math.inf
-    batches = [r.batch for r in rows]
-    lrs = [r.lr for r in rows]
-    seeds = [r.seed for r in rows]
-    distributions = {
-        "batch_size": IntDistribution(min(batches), max(batches), log=True),
-        "lr": FloatDistribution(min(lrs), max(lrs), log=True),
-        "seed": IntDistribution(min(seeds), max(seeds)),
-    }
-    storage = open_storage(storage_url, heartbeat_interval=None)
-    existing = [s.study_name for s in optuna.get_all_study_summaries(storage, False)]
-    if study_name in existing:  # importing twice would duplicate every row
-        raise ConfigError(
-            f"study {study_name!r} already exists in {redact(storage_url)}; import into a new study"
-        )
-    study = optuna.create_study(storage=storage, study_name=study_name, direction=direction)
-    trials = []
-    for batch, lr, metric, seed, steps, diverged, reached in rows:
-        attrs = {"effective_batch": batch, "seed": seed, "diverged": diverged, "reason": "imported"}
-        if steps is not None:
-            attrs |= {"steps": steps, "samples": steps * batch}
-        if reached is not None:
-            attrs["reached_target"] = reached
-        trials.append(
-            optuna.trial.create_trial(
-                params={"batch_size": batch, "lr": lr, "seed": seed},
-                distributions=distributions,
-                value=worst if diverged or reached is False else metric,
-                user_attrs=attrs,
-            )
-        )
-    study.add_trials(trials)
-    study.set_user_attr("lrbatch.imported_from", str(path))
-    return len(trials)

@@ -1,77 +1,57 @@
-"""Running a sweep: check everything, open or resume the study, train until the plan is done.
+"""Running a sweep: open or resume the study, then train until the plan is done.
 
-Everything that can be wrong with the input is found before the first trial and before the
-storage is created: settings, dataset, model, optimizer, batch sizes against the data, the
-storage itself, and, when resuming, that the study was run with the same training settings.
+One worker trains in this process (:func:`lrbatch.worker.work`); more (``hardware.workers``,
+or one per visible GPU) run as processes of a :class:`lrbatch.pool.ProcessPool`, each
+entering :func:`lrbatch.worker.main` on the same study, while this process shows the study and
+watches them. ``lrbatch worker`` joins a study that already exists (:func:`join_sweep`) the
+same way.
 
-One worker trains in this process; more (``hardware.workers``, or one per visible GPU) are
-started as processes by :mod:`lrbatch.workers`, each running :func:`work` on the same study.
-``lrbatch worker`` joins a study that already exists (:func:`join_sweep`) the same way.
+The pool's processes are watched here. One killed from outside (SIGKILL, the kernel's OOM
+killer) has its running trials failed at once and is started again; the failed trials' points
+are retried first (:func:`lrbatch.sampler.next_step`). One whose trial raised an error, or
+that was given bad input, stops the sweep with the end of its log. Ctrl-C interrupts every
+worker (each fails its running trials), waits a few seconds, and kills those still running.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import math
 import socket
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import lightning as L
 import optuna
-from hydra.errors import HydraException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from optuna.exceptions import OptunaError
-from optuna.trial import FrozenTrial, Trial
+from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
-from sqlalchemy.exc import SQLAlchemyError
 
-from lrbatch import __version__
 from lrbatch._console import make_console
-from lrbatch.config import ConfigError, config_of_study, validate
-from lrbatch.data import TensorData
 from lrbatch.display import SweepProgress
 from lrbatch.interrupts import Interrupts
-from lrbatch.plan import WAIT, Finished, Observation, Proposal, SweepPlan
-from lrbatch.sampler import LRBatchSampler, next_step, observations
-from lrbatch.storage import check_storage, default_url, open_storage, redact
-from lrbatch.study_io import noise_user_attrs, study_names
-from lrbatch.train import build_model, load_data, make_fabric, train
-from lrbatch.workers import SLOT_ENV, WorkerPool, start_worker_server, worker_slots
+from lrbatch.plan import Finished, Observation, SweepPlan
+from lrbatch.pool import ProcessPool, start_server, tail
+from lrbatch.prepare import SLOT_ENV, objective_name, prepare, recorded_config, storage_url
+from lrbatch.sampler import next_step, observations
+from lrbatch.slots import Slot, worker_slots
+from lrbatch.storage import redact
+from lrbatch.study_io import ran_by, short_of_target
+from lrbatch.worker import EXIT_BAD_INPUT, EXIT_FAILED, PRELOAD, STORAGE_ENV, work
 
-__all__ = [
-    "TRAINING_SETTINGS",
-    "SweepOutcome",
-    "Worker",
-    "join_sweep",
-    "prepare",
-    "run_sweep",
-    "storage_url",
-    "work",
-]
+__all__ = ["MAX_RESTARTS", "SweepOutcome", "WorkerFailed", "join_sweep", "run_sweep"]
 
-# Settings that change what a trial measures: a study keeps one value of each for its life.
-TRAINING_SETTINGS = (
-    "dataset",
-    "model",
-    "optimizer",
-    "schedule",
-    "budget",
-    "study.metric",
-    "study.direction",
-    "hardware.precision",
-    "hardware.max_micro_batch",  # BatchNorm sees the micro-batch
-)
-# ...less where the data lives, which differs between machines sharing one study
-_LOCAL_SETTINGS = ("data_dir", "download")
-# A worker with nothing to do looks at the study again after _POLL_MIN_S, then less and less
-# often, up to every _POLL_MAX_S: short trials are not held up, long waits cost few queries.
-_POLL_MIN_S = 0.05
-_POLL_MAX_S = 2.0
+MAX_RESTARTS = 3  # restarts of one slot's worker after it was killed from outside
+_WATCH_S = 0.1  # how often the pool's processes are looked at
+_SHOW_S = 0.5  # how often the study is read for the display
+_STOP_S = 15.0  # after Ctrl-C, how long workers get to fail their trials before being killed
+_LOCAL_DATASET = ("data_dir", "download")  # dataset settings that differ between machines
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process stopped with an error (its log's end is in the message)."""
 
 
 @dataclass
@@ -99,263 +79,9 @@ class SweepOutcome:
     short_of_target: str | None = None
 
 
-def storage_url(cfg: DictConfig) -> str:
-    """``study.storage``, or the default SQLite file named after the study."""
-    return str(cfg.study.storage or default_url(cfg.study.name))
-
-
-def training_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings in :data:`TRAINING_SETTINGS`, resolved, as plain data."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(resolved, dict)
-    settings: dict[str, Any] = {}
-    for key in TRAINING_SETTINGS:
-        value: Any = resolved
-        for part in key.split("."):
-            value = value[part]
-        settings[key] = value
-    settings["dataset"] = {k: v for k, v in settings["dataset"].items() if k not in _LOCAL_SETTINGS}
-    return settings
-
-
-def objective_name(cfg: DictConfig) -> str:
-    """What a trial's value is: ``study.metric``, or steps to target."""
-    return "steps to target" if cfg.budget.kind == "target" else str(cfg.study.metric)
-
-
-def objective_direction(cfg: DictConfig) -> str:
-    """The study's direction: ``study.direction``, except that with the target budget the
-    objective is optimizer steps to reach the target, and fewer is better."""
-    return "minimize" if cfg.budget.kind == "target" else str(cfg.study.direction)
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changes += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changes.append(f"{prefix}{key}: {json.dumps(a)} in the study, {json.dumps(b)} now")
-    return changes
-
-
-@dataclass
-class Worker:
-    """Everything a worker needs to train trials of one study."""
-
-    cfg: DictConfig
-    plan: SweepPlan
-    data: TensorData
-    fabric: L.Fabric
-    study: optuna.Study
-    sampler: LRBatchSampler
-    trained: int = 0  # trials this worker trained (not counting skipped ones)
-    identity: dict[str, Any] = field(default_factory=dict)  # recorded on each trial: "worker"
-    interrupts: Interrupts = field(default_factory=Interrupts)  # Ctrl-C: when it may land
-
-
-def _cause(error: BaseException) -> str:
-    """The root error's message: Hydra wraps a builder's error in InstantiationException."""
-    while isinstance(error, HydraException) and error.__cause__ is not None:
-        error = error.__cause__
-    return f"{type(error).__name__}: {error}"
-
-
-def _check_data_and_model(
-    cfg: DictConfig, plan: SweepPlan, fabric: L.Fabric, on_device: bool
-) -> TensorData:
-    try:
-        data = load_data(cfg)
-    except Exception as error:
-        raise ConfigError(f"dataset ({cfg.dataset._target_}): {_cause(error)}") from None
-    too_big = [b for b in plan.batch_sizes if b > data.num_train]
-    if too_big:
-        raise ConfigError(
-            f"sweep.batch_sizes={list(plan.batch_sizes)} is not accepted; {too_big} exceed the "
-            f"training set ({data.num_train} examples of {data.name})"
-        )
-    measured = ["val_loss", "train_loss"] + (["val_acc"] if data.task == "classification" else [])
-    if cfg.budget.kind == "target":
-        measured.remove("train_loss")
-    if cfg.study.metric not in measured:
-        raise ConfigError(
-            f"study.metric={cfg.study.metric!r} is not accepted; accepted: {', '.join(measured)}"
-        )
-    try:  # build once so that a model or optimizer error shows before any trial
-        model = build_model(cfg, data)
-        instantiate(cfg.optimizer)(model.parameters(), lr=plan.lr_min)
-        with fabric.autocast():
-            model(data.x_train[:2])
-    except Exception as error:
-        raise ConfigError(
-            f"model ({cfg.model._target_}) or optimizer ({cfg.optimizer._target_}): {_cause(error)}"
-        ) from None
-    # (a process that only starts worker processes leaves the GPUs to them)
-    return data.to(fabric.device) if on_device else data
-
-
-def prepare(cfg: DictConfig, *, record: bool = True, on_device: bool = True) -> Worker:
-    """Check the config, data, model and storage; then open or create the study.
-
-    Args:
-        cfg: the composed config.
-        record: save the config into the study (a worker joining the study does not).
-        on_device: put the data on the training device (False in a process that only starts
-            worker processes: the model is then checked on the CPU).
-
-    Raises:
-        ConfigError: any bad input, before anything is created or trained.
-    """
-    validate(cfg)
-    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
-    url = storage_url(cfg)
-    check_storage(url)
-    try:
-        fabric = make_fabric(cfg.hardware)
-    except Exception as error:
-        raise ConfigError(
-            f"hardware (accelerator={cfg.hardware.accelerator!r}, "
-            f"precision={cfg.hardware.precision!r}) cannot be used here: {error}"
-        ) from None
-    data = _check_data_and_model(cfg, plan, fabric, on_device)
-    sampler = LRBatchSampler(plan)
-    storage = open_storage(
-        url, heartbeat_interval=cfg.study.heartbeat_interval, grace_period=cfg.study.grace_period
-    )
-    # with the target budget the objective is steps to reach the target: fewer is better
-    direction: Any = objective_direction(cfg)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=cfg.study.name,
-        direction=direction,
-        sampler=sampler,
-        load_if_exists=True,
-    )
-    if study.direction.name.lower() != direction:
-        raise ConfigError(
-            f"study.direction={direction!r} does not match study {cfg.study.name!r} in "
-            f"{redact(url)}, which was created to {study.direction.name.lower()}"
-        )
-    settings = training_settings(cfg)
-    recorded = study.user_attrs.get("lrbatch.training")
-    if recorded is None:
-        study.set_user_attr("lrbatch.training", settings)
-    elif recorded != settings:
-        changes = "; ".join(_differences(recorded, settings))
-        raise ConfigError(
-            f"study {cfg.study.name!r} in {redact(url)} was run with other training settings "
-            f"({changes}). Resume it with its settings, or start a new study: study.name=NEW"
-        )
-    if record:
-        config = OmegaConf.to_container(cfg, resolve=True)
-        assert isinstance(config, dict)
-        config["study"]["storage"] = redact(url) if cfg.study.storage else None
-        study.set_user_attr("lrbatch.config", config)
-        study.set_user_attr("lrbatch.version", __version__)
-    slot = os.environ.get(SLOT_ENV) or str(fabric.device)
-    identity = {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot}
-    return Worker(cfg, plan, data, fabric, study, sampler, identity=identity)
-
-
-def _objective(worker: Worker) -> Callable[[Trial], float]:
-    plan = worker.plan
-
-    def objective(trial: Trial) -> float:
-        trial.set_user_attr("worker", worker.identity)  # first: whose trial, if this dies
-        batch = trial.suggest_int(
-            "batch_size", min(plan.batch_sizes), max(plan.batch_sizes), log=True
-        )
-        lr = trial.suggest_float("lr", plan.lr_min, plan.lr_max, log=True)
-        seed = trial.suggest_int("seed", 0, plan.seed_limit - 1)
-        proposal = worker.sampler.proposal(trial.number) or Proposal(batch, lr, seed, "fixed")
-        if proposal.reason == "explore":  # another worker took the planned point meanwhile
-            trial.set_user_attr("reason", "explore (skipped: the plan had nothing to propose)")
-            raise optuna.TrialPruned()
-        # (the sampler recorded base_lr, η0 the rules were anchored at, and their predictions)
-        trial.set_user_attr("reason", proposal.reason)
-        trial.set_user_attr("effective_batch", batch)
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("lrbatch_version", __version__)
-        try:
-            with worker.interrupts.allowed():
-                result = train(worker.cfg, batch, lr, seed, data=worker.data, fabric=worker.fabric)
-        except Exception as error:
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-            raise
-        for key in (
-            "micro_batch",
-            "accumulation_steps",
-            "diverged",
-            "steps",
-            "samples",
-            "wall_time_s",
-            "device",
-            "reached_target",
-            "metrics",
-            "eval_batch",
-            "oom_micro_batches",  # the micro-batches that ran out of memory, then halved
-            "oom_eval_batches",
-        ):
-            trial.set_user_attr(key, getattr(result, key))
-        for key, value in noise_user_attrs(result.noise_scale, result.grad_norms).items():
-            trial.set_user_attr(key, value)
-        worker.trained += 1
-        return result.value
-
-    return objective
-
-
-def work(
-    worker: Worker, progress: SweepProgress | None = None, trial_limit: int | None = None
-) -> str:
-    """Train the study's next trials in this process until the plan is finished.
-
-    Any number of workers, here or on other machines, may run this on one study at once.
-
-    Args:
-        worker: from :func:`prepare`.
-        progress: shows the study after each step, if given.
-        trial_limit: train at most this many trials.
-
-    Returns:
-        ``complete`` or ``budget`` (the plan is finished), or ``paused`` (trial limit reached).
-
-    Raises:
-        KeyboardInterrupt: on Ctrl-C or SIGTERM, at once while training (the trial is failed)
-            or waiting, else once Optuna has recorded the step under way.
-    """
-    with worker.interrupts.installed():
-        why = _work(worker, progress, trial_limit)
-        worker.interrupts.check()  # (one held in the last look at the study: stop, say so)
-        return why
-
-
-def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | None) -> str:
-    objective = _objective(worker)
-    poll = _POLL_MIN_S
-    while trial_limit is None or worker.trained < trial_limit:
-        trials = worker.study.get_trials(deepcopy=False)
-        if progress is not None:
-            progress.update(trials)
-        decision = next_step(worker.plan, trials)
-        if isinstance(decision, Finished):
-            return decision.why
-        if decision is WAIT:  # other workers' trials are running; stale ones get failed
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(worker.study)
-            with worker.interrupts.allowed():
-                time.sleep(poll)
-            poll = min(2 * poll, _POLL_MAX_S)
-            continue
-        poll = _POLL_MIN_S
-        worker.interrupts.check()  # (before Optuna creates a trial that would only be failed)
-        worker.study.optimize(objective, n_trials=1)
-        worker.interrupts.check()
-    if progress is not None:
-        progress.update(worker.study.get_trials(deepcopy=False))
-    return "paused"
+def start_worker_server() -> None:
+    """Start the server CPU workers are forked from (its imports run beside the caller's)."""
+    start_server(PRELOAD)
 
 
 def _run(cfg: DictConfig, console: Console, trial_limit: int | None, record: bool) -> SweepOutcome:
@@ -372,8 +98,12 @@ def _run(cfg: DictConfig, console: Console, trial_limit: int | None, record: boo
         if len(slots) == 1:
             why, trained = work(worker, progress, trial_limit), worker.trained
         else:
-            why, trained = WorkerPool(cfg, url, slots).run(worker, progress, trial_limit)
+            pool = _Workers(cfg, url, slots, worker.study, worker.plan)
+            why, trained = pool.run(progress, trial_limit)
     trials = worker.study.get_trials(deepcopy=False)
+    short = None
+    if cfg.budget.kind == "target":
+        short = short_of_target(trials, str(cfg.study.metric), str(cfg.study.direction))
     return SweepOutcome(
         cfg.study.name,
         redact(url),
@@ -382,29 +112,158 @@ def _run(cfg: DictConfig, console: Console, trial_limit: int | None, record: boo
         worker.plan,
         observations(trials),
         len(slots),
-        _short_of_target(cfg, trials),
+        None if short is None else f"{short}; target {cfg.budget.target:g}",
     )
 
 
-def _short_of_target(cfg: DictConfig, trials: list[FrozenTrial]) -> str | None:
-    """With the target budget and no run that reached it: the best ``study.metric`` a run
-    that did not diverge ended at, where, and the target."""
-    if cfg.budget.kind != "target" or any(t.user_attrs.get("reached_target") for t in trials):
-        return None
-    metric = str(cfg.study.metric)
-    ended = [
-        (t.user_attrs["metrics"][metric], t)
-        for t in trials
-        if t.user_attrs.get("reached_target") is False and metric in t.user_attrs["metrics"]
-    ]
-    if not ended:
-        return None
-    best = max if cfg.study.direction == "maximize" else min
-    value, trial = best(ended, key=lambda e: e[0])
-    return (
-        f"{metric} {value:.4g} at B={trial.params['batch_size']}, lr {trial.params['lr']:.3g}; "
-        f"target {cfg.budget.target:g}"
-    )
+def _overrides(cfg: DictConfig, slot: Slot) -> list[str]:
+    """``key=value`` settings a worker process gets on top of the study's recorded config:
+    this machine's hardware and local data settings, one worker per process."""
+    values: dict[str, Any] = {f"hardware.{k}": v for k, v in cfg.hardware.items()}
+    values.update({"hardware.workers": 1, "hardware.workers_per_gpu": 1})
+    values["hardware.threads"] = slot.threads
+    for key in ("heartbeat_interval", "grace_period"):
+        values[f"study.{key}"] = cfg.study[key]
+    for key in _LOCAL_DATASET:
+        if key in cfg.dataset:
+            values[f"dataset.{key}"] = cfg.dataset[key]
+    return [f"{key}={json.dumps(value)}" for key, value in values.items()]
+
+
+def _shares(trial_limit: int | None, workers: int) -> list[int | None]:
+    """Each worker's part of ``trial_limit`` (None: no limit)."""
+    if trial_limit is None:
+        return [None] * workers
+    return [trial_limit // workers + (k < trial_limit % workers) for k in range(workers)]
+
+
+class _Workers:
+    """One worker process per slot on one study, started, watched and stopped.
+
+    Args:
+        cfg: the sweep's config (its hardware and local data settings go to each worker).
+        url: the study's storage URL (passed in the environment, never on a command line).
+        slots: from :func:`lrbatch.slots.worker_slots`.
+        study: the study.
+        plan: its plan (whether it is finished decides whether a killed worker restarts).
+    """
+
+    def __init__(
+        self, cfg: DictConfig, url: str, slots: Sequence[Slot], study: optuna.Study, plan: SweepPlan
+    ) -> None:
+        self._cfg, self._url, self._slots = cfg, url, list(slots)
+        self._study, self._plan = study, plan
+        log_dir = Path("runs") / f"{cfg.study.name}.workers"
+        self._log_dir = log_dir
+        self._pool = ProcessPool("lrbatch.worker:main", PRELOAD, log_dir)
+        self._host = socket.gethostname()
+
+    def run(self, progress: SweepProgress, trial_limit: int | None) -> tuple[str, int]:
+        """Run the workers until each has stopped; show the study meanwhile.
+
+        Returns:
+            Why the sweep stopped (``complete``, ``budget`` or ``paused``) and the number of
+            trials the workers trained.
+
+        Raises:
+            WorkerFailed: a worker's trial raised an error, or every worker was killed.
+            KeyboardInterrupt: after stopping every worker.
+        """
+        shares = _shares(trial_limit, len(self._slots))
+        try:
+            # Ctrl-C lands while the pool sleeps; starting a worker or failing a trial, it waits
+            # for that to be done (a worker started but not yet known would be left running).
+            with Interrupts().installed() as interrupts:
+                for index, slot in enumerate(self._slots):
+                    if shares[index] != 0:
+                        self._start(slot, index, shares[index])
+                shown = -math.inf
+                while self._pool.running() or self._pool.members:
+                    interrupts.check()
+                    if time.monotonic() - shown >= _SHOW_S:
+                        progress.update(self._study.get_trials(deepcopy=False))
+                        shown = time.monotonic()
+                    self._watch(trial_limit)
+                    with interrupts.allowed():
+                        time.sleep(_WATCH_S)
+                interrupts.check()
+        except BaseException:
+            self._stop()  # (a second Ctrl-C here lands at once)
+            raise
+        trials = self._study.get_trials(deepcopy=False)
+        progress.update(trials)
+        decision = next_step(self._plan, trials)
+        why = decision.why if isinstance(decision, Finished) else "paused"
+        return why, self._trained(trials)
+
+    def _start(self, slot: Slot, index: int, trial_limit: int | None, restarts: int = 0) -> int:
+        """Start a worker on ``slot``; returns its pid."""
+        argv = ["--study", self._cfg.study.name]
+        if trial_limit is not None:
+            argv += ["--trial-limit", str(trial_limit)]
+        argv += _overrides(self._cfg, slot)
+        env = {**slot.env, STORAGE_ENV: self._url, SLOT_ENV: slot.label}
+        # (a GPU worker starts CUDA afresh: a new interpreter, not a fork)
+        member = self._pool.start(slot.label, index, argv, env, fork=not slot.env)
+        member.restarts = restarts
+        return member.child.pid
+
+    def _watch(self, trial_limit: int | None) -> None:
+        for ended in self._pool.exited():
+            member, code = ended.member, ended.code
+            if code == 0:
+                continue
+            if code in (EXIT_FAILED, EXIT_BAD_INPUT):  # stopping is the answer
+                self._stop()
+                kind = "bad input" if code == EXIT_BAD_INPUT else "an error"
+                raise WorkerFailed(
+                    f"worker {member.label} (pid {member.child.pid}) stopped with {kind}; "
+                    f"the end of its log {member.log}:\n{tail(member.log)}"
+                )
+            # killed from outside: fail its trials now (not after the heartbeat grace period)
+            failed = self._fail_trials_of({member.child.pid})
+            trials = self._study.get_trials(deepcopy=False)
+            finished = isinstance(next_step(self._plan, trials), Finished)
+            left = None if trial_limit is None else trial_limit - self._trained(trials)
+            if finished or member.restarts >= MAX_RESTARTS or (left is not None and left <= 0):
+                continue
+            slot = self._slots[member.index]
+            pid = self._start(slot, member.index, left, member.restarts + 1)
+            with member.log.open("a") as log:
+                log.write(
+                    f"--- killed (exit {code}); failed trials {failed}; restarted as pid {pid}\n"
+                )
+        if not self._pool.members:
+            trials = self._study.get_trials(deepcopy=False)
+            left = None if trial_limit is None else trial_limit - self._trained(trials)
+            finished = isinstance(next_step(self._plan, trials), Finished)
+            if not finished and (left is None or left > 0):
+                raise WorkerFailed(
+                    f"every worker was killed {MAX_RESTARTS + 1} times; "
+                    f"see the logs in {self._log_dir}/"
+                )
+
+    def _stop(self) -> None:
+        """Interrupt every worker, give them :data:`_STOP_S` to fail their trials, kill the
+        rest, and fail whatever trial of theirs still runs."""
+        try:
+            self._pool.stop(_STOP_S)
+        finally:
+            self._fail_trials_of(self._pool.pids)
+
+    def _fail_trials_of(self, pids: set[int]) -> list[int]:
+        failed = []
+        for trial in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if ran_by(trial, self._host, pids):
+                self._study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                failed.append(trial.number)
+        return failed
+
+    def _trained(self, trials: Sequence[FrozenTrial]) -> int:
+        return sum(
+            t.state == TrialState.COMPLETE and ran_by(t, self._host, self._pool.pids)
+            for t in trials
+        )
 
 
 def run_sweep(
@@ -446,20 +305,5 @@ def join_sweep(
     Raises:
         ConfigError: no such study, it was not made by ``lrbatch sweep``, or bad overrides.
     """
-    storage = open_storage(url, heartbeat_interval=None, create=False)
-    try:
-        recorded = optuna.load_study(study_name=study_name, storage=storage).user_attrs
-    except (KeyError, OptunaError, SQLAlchemyError):  # (no such study; no tables at all)
-        names = ", ".join(study_names(storage)) or "none"
-        raise ConfigError(
-            f"--study={study_name!r} is not in {redact(url)}; its studies: {names}. "
-            "Start a sweep there first: lrbatch sweep study.storage=URL study.name=NAME"
-        ) from None
-    if "lrbatch.config" not in recorded:
-        raise ConfigError(
-            f"study {study_name!r} in {redact(url)} was not made by lrbatch sweep "
-            "(it has no lrbatch.config): there is no sweep to join"
-        )
-    cfg = config_of_study(recorded["lrbatch.config"], overrides)
-    cfg.study.storage = url
+    cfg = recorded_config(url, study_name, overrides)
     return _run(cfg, console or make_console(), trial_limit, record=False)

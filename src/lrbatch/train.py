@@ -22,7 +22,7 @@ import gc
 import inspect
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -49,6 +49,7 @@ __all__ = [
     "make_fabric",
     "split_batch",
     "train",
+    "train_pack",
     "training_length",
 ]
 
@@ -97,6 +98,7 @@ class TrialResult:
     oom_eval_batches: tuple[int, ...] = ()
     noise_scale: tuple[NoiseRecord, ...] = ()
     grad_norms: tuple[tuple[int, float], ...] = ()
+    pack: int = 1
 
 
 @dataclass(frozen=True)
@@ -492,3 +494,17 @@ def train(
         # (outside the except block, so the failed attempt's model and tensors are free to go)
         _free_memory(fabric)
         micro, accumulation = split_batch(batch_size, micro // 2)
+
+
+def train_pack(
+    cfg: DictConfig,
+    batch_size: int,
+    lrs: Sequence[float],
+    seed: int,
+    data: TensorData | None = None,
+    fabric: L.Fabric | None = None,
+    micro_batch: int | None = None,
+    noise_window: int | None = None,
+) -> list[TrialResult]:
+    """Train one model per learning rate at one (batch size, seed); one result each."""
+    return [train(cfg, batch_size, lr, seed, data, fabric, micro_batch, noise_window) for lr in lrs]

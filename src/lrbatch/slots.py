@@ -1,0 +1,81 @@
+"""Where worker processes run on this machine: one per GPU (or several per GPU), or N CPU
+workers sharing the cores, each with its share of the CPU threads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+__all__ = ["Slot", "cpu_count", "visible_gpus", "worker_slots"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker process runs.
+
+    Attributes:
+        label: shown in the progress panel and recorded on its trials (``GPU 1``, ``cpu 2/4``).
+        env: environment it is started with (``CUDA_VISIBLE_DEVICES`` for a GPU slot).
+        threads: torch CPU threads it uses (None: torch's default, all cores).
+    """
+
+    label: str
+    env: dict[str, str] = field(default_factory=dict)
+    threads: int | None = None
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (respects affinity masks, e.g. SLURM's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def worker_slots(
+    hardware: DictConfig, cpus: int | None = None, gpus: Sequence[str] | None = None
+) -> list[Slot]:
+    """The worker processes ``hardware`` asks for on this machine.
+
+    ``gpu`` (or ``auto`` with GPUs visible): ``workers_per_gpu`` per visible GPU. ``cpu``:
+    ``workers`` processes, one torch thread each unless ``hardware.threads`` is set
+    (:func:`lrbatch.train.make_fabric`); GPU workers share the cores out. A single slot trains
+    in the calling process.
+
+    Args:
+        hardware: the ``hardware`` config section.
+        cpus: cores available (default: :func:`cpu_count`).
+        gpus: visible GPUs (default: :func:`visible_gpus`, asked only for ``gpu``/``auto``).
+    """
+    cpus = cpus or cpu_count()
+    if hardware.accelerator in ("gpu", "auto"):
+        gpus = list(gpus if gpus is not None else visible_gpus())
+        if gpus:
+            per_gpu = int(hardware.workers_per_gpu)
+            count = len(gpus) * per_gpu
+            threads = hardware.threads or max(1, cpus // count)
+            return [
+                Slot(
+                    f"GPU {gpu}" + (f" #{k + 1}" if per_gpu > 1 else ""),
+                    {"CUDA_VISIBLE_DEVICES": gpu},
+                    threads if count > 1 else hardware.threads,
+                )
+                for gpu in gpus
+                for k in range(per_gpu)
+            ]
+        if hardware.accelerator == "gpu":
+            return [Slot("GPU")]  # none visible: the worker's own check says so
+    count = int(hardware.workers)
+    if count == 1:
+        return [Slot("cpu", threads=hardware.threads)]
+    return [Slot(f"cpu {k + 1}/{count}", threads=hardware.threads or 1) for k in range(count)]

@@ -1,0 +1,357 @@
+"""The worker stage: ask the plan, train, tell the study; until the plan is finished.
+
+A worker reads the study's trials, asks the plan once what to train next (a pack of learning
+rates at one batch size and seed: :meth:`lrbatch.plan.SweepPlan.next_pack`), creates one
+Optuna trial per point (ask), trains them together (:func:`lrbatch.train.train_pack`), turns
+what the trainer measured into each trial's value and records it (tell). Any number of
+workers, here or on other machines, run this on one study: the study is all they share.
+
+``lrbatch worker`` and a sweep's worker processes run it; a pool's process enters at
+:func:`main`, whose exit status says how it ended (:data:`EXIT_OK` ... :data:`EXIT_INTERRUPTED`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+from optuna.trial import Trial, TrialState
+
+from lrbatch import __version__
+from lrbatch._console import make_console, quiet_libraries
+from lrbatch.config import ConfigError
+from lrbatch.display import SweepProgress
+from lrbatch.plan import Finished, Proposal
+from lrbatch.pool import stop_with_parent
+from lrbatch.prepare import Worker, prepare, recorded_config
+from lrbatch.sampler import next_pack, observations, point
+from lrbatch.study_io import noise_user_attrs
+from lrbatch.train import TrialResult, train_pack
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "PRELOAD",
+    "STORAGE_ENV",
+    "main",
+    "trial_value",
+    "work",
+]
+
+EXIT_OK = 0  # the plan is finished, or the worker's trial limit reached
+EXIT_FAILED = 1  # a trial raised an error (the pool stops: the same error would recur)
+EXIT_BAD_INPUT = 2  # a setting, the study or the storage is wrong (one line says which)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: its running trials failed, to be retried
+STORAGE_ENV = "LRBATCH_STORAGE"  # the storage URL reaches workers here, never on a command line
+# What a fork server imports once for its workers: torch, Lightning, Optuna's RDB storage (whose
+# schema check imports alembic), MNIST-1D's generator.
+PRELOAD = [
+    "lrbatch.worker",
+    "lrbatch.models",
+    "optuna.storages._rdb.storage",
+    "alembic.command",
+    "alembic.context",
+    "alembic.migration",
+    "mnist1d.data",
+]
+# A worker with nothing to do looks at the study again after _POLL_MIN_S, then less and less
+# often, up to every _POLL_MAX_S: short trials are not held up, long waits cost few queries.
+_POLL_MIN_S = 0.05
+_POLL_MAX_S = 2.0
+_PACK_LIMIT = {"cpu": 8, "cuda": 32}  # hardware.pack=auto measures packs up to this size
+# What a trial records of its result, besides its metrics' noise scale (TrialResult's fields)
+_RECORDED = (
+    "micro_batch",
+    "accumulation_steps",
+    "diverged",
+    "steps",
+    "samples",
+    "wall_time_s",
+    "device",
+    "reached_target",
+    "metrics",
+    "eval_batch",
+    "oom_micro_batches",  # the micro-batches that ran out of memory, then halved
+    "oom_eval_batches",
+)
+
+
+def trial_value(cfg: DictConfig, result: TrialResult) -> float:
+    """The value a trial records in the study, from what its run measured: ``study.metric``
+    at the end of training; a diverged run the worst value (inf, or -inf when maximizing);
+    with the target budget, optimizer steps to reach ``budget.target`` (inf if never).
+
+    Raises:
+        KeyError: ``study.metric`` is not among the measured metrics.
+    """
+    if cfg.budget.kind == "target":
+        return float(result.steps) if result.reached_target else math.inf
+    if result.diverged:
+        return math.inf if cfg.study.direction == "minimize" else -math.inf
+    metric = str(cfg.study.metric)
+    if metric not in result.metrics:
+        measured = ", ".join(result.metrics)
+        raise KeyError(f"study.metric={metric!r} was not measured; measured: {measured}")
+    return result.metrics[metric]
+
+
+def work(
+    worker: Worker, progress: SweepProgress | None = None, trial_limit: int | None = None
+) -> str:
+    """Train the study's next trials in this process until the plan is finished.
+
+    Args:
+        worker: from :func:`lrbatch.prepare.prepare`.
+        progress: shows the study after each step, if given.
+        trial_limit: train at most this many trials.
+
+    Returns:
+        ``complete`` or ``budget`` (the plan is finished), or ``paused`` (trial limit reached).
+
+    Raises:
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, at once while training (the trials are
+            failed) or waiting, else once the study has recorded the step under way.
+    """
+    with worker.interrupts.installed():
+        why = _work(worker, progress, trial_limit)
+        worker.interrupts.check()  # (one held in the last look at the study: stop, say so)
+        return why
+
+
+def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | None) -> str:
+    poll = _POLL_MIN_S
+    while trial_limit is None or worker.trained < trial_limit:
+        trials = worker.study.get_trials(deepcopy=False)
+        if progress is not None:
+            progress.update(trials)
+        decision = next_pack(worker.plan, trials)
+        if isinstance(decision, Finished):
+            return decision.why
+        if not isinstance(decision, tuple):  # other workers' trials are running
+            _fail_stale(worker.study)
+            with worker.interrupts.allowed():
+                time.sleep(poll)
+            poll = min(2 * poll, _POLL_MAX_S)
+            continue
+        poll = _POLL_MIN_S
+        if _choose_pack(worker, decision[0].batch_size):
+            continue  # (asked again with the pack size chosen there)
+        left = None if trial_limit is None else trial_limit - worker.trained
+        pack = decision[:left]
+        base_lr = worker.plan.anchor_lr(observations(trials))
+        worker.interrupts.check()  # (before trials are created that would only be failed)
+        _run_pack(worker, pack, base_lr)
+        worker.interrupts.check()
+    if progress is not None:
+        progress.update(worker.study.get_trials(deepcopy=False))
+    return "paused"
+
+
+def _choose_pack(worker: Worker, batch: int) -> bool:
+    """With ``hardware.pack=auto``, the first time the plan works at ``batch``: measure how
+    many trials train there together fastest (:func:`lrbatch.packing.choose_pack`) and give
+    the plan that pack size. Returns whether it chose (the plan is then asked again)."""
+    if worker.cfg.hardware.pack != "auto" or batch in dict(worker.plan.pack):
+        return False
+    from lrbatch.packing import choose_pack
+
+    limit = _PACK_LIMIT.get(worker.fabric.device.type, 8)
+    choice = choose_pack(worker.cfg, worker.data, worker.fabric, batch, limit)
+    worker.plan = replace(worker.plan, pack=(*worker.plan.pack, (batch, choice.size)))
+    worker.pack_choices[batch] = choice.why
+    return True
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Fail trials whose worker went silent past the heartbeat grace period (retried)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -> None:
+    """Ask one trial per point of ``pack``, train them together, tell their results."""
+    study, identity = worker.study, worker.identity
+    members: list[Trial] = []
+    try:
+        worker.sampler.assign(pack, base_lr)
+        for _ in pack:
+            with warnings.catch_warnings():  # (the heartbeats are ours: _heartbeats)
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+                trial = study.ask()
+            members.append(trial)
+            trial.set_user_attr("worker", identity)  # first: whose trial, if this dies
+            _suggest(trial, worker)
+        members = _keep_untaken(worker, members)
+        if not members:
+            return
+        first = pack[0]
+        lrs = [trial.params["lr"] for trial in members]
+        for trial in members:
+            reason = worker.sampler.proposal(trial.number) or first
+            # (the sampler recorded base_lr, η0 the rules were anchored at, and predictions)
+            trial.set_user_attr("reason", reason.reason)
+            trial.set_user_attr("effective_batch", first.batch_size)
+            trial.set_user_attr("seed", first.seed)
+            trial.set_user_attr("lrbatch_version", __version__)
+        with _heartbeats(worker, members), worker.interrupts.allowed():
+            results = train_pack(
+                worker.cfg,
+                first.batch_size,
+                lrs,
+                first.seed,
+                data=worker.data,
+                fabric=worker.fabric,
+            )
+    except BaseException as error:
+        for trial in members:  # (interrupted or killed: no error of its own, so retried)
+            if isinstance(error, Exception):
+                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    numbers = [trial.number for trial in members]
+    for trial, result in zip(members, results, strict=True):
+        _record(trial, result, numbers, worker.pack_choices.get(first.batch_size))
+        try:
+            value = trial_value(worker.cfg, result)
+        except KeyError as error:
+            trial.set_user_attr("error", f"KeyError: {error}")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+        worker.trained += 1
+
+
+def _suggest(trial: Trial, worker: Worker) -> None:
+    """The trial's parameters: the point the sampler was assigned (recorded at once)."""
+    plan = worker.plan
+    trial.suggest_int("batch_size", min(plan.batch_sizes), max(plan.batch_sizes), log=True)
+    trial.suggest_float("lr", plan.lr_min, plan.lr_max, log=True)
+    trial.suggest_int("seed", 0, plan.seed_limit - 1)
+
+
+def _keep_untaken(worker: Worker, members: list[Trial]) -> list[Trial]:
+    """The members whose point no lower-numbered trial of another worker took meanwhile (it
+    read the study before these were created); the others end pruned, with the reason. Two
+    workers that chose the same point keep it once: the lower trial number wins."""
+    ours = {trial.number for trial in members}
+    trials = worker.sampler.after_earlier_trials(worker.study, max(ours))
+    others = [
+        (trial.number, where)
+        for trial in trials
+        if trial.number not in ours
+        and trial.state in (TrialState.RUNNING, TrialState.COMPLETE)
+        and (where := point(trial)) is not None
+    ]
+    kept = []
+    for trial in members:
+        mine = worker.sampler.proposal(trial.number)
+        taken = mine is not None and any(
+            number < trial.number and _same_point(mine, where) for number, where in others
+        )
+        if taken:
+            trial.set_user_attr("reason", "skipped: another worker took this point")
+            worker.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            kept.append(trial)
+    return kept
+
+
+def _same_point(a: Proposal, b: Proposal) -> bool:
+    return (a.batch_size, a.seed) == (b.batch_size, b.seed) and math.isclose(
+        a.lr, b.lr, rel_tol=1e-9
+    )
+
+
+def _record(trial: Trial, result: TrialResult, pack: list[int], chosen: str | None) -> None:
+    """Everything the run measured, as the trial's user attributes (read back by
+    :mod:`lrbatch.study_io`)."""
+    for key in _RECORDED:
+        trial.set_user_attr(key, getattr(result, key))
+    for key, value in noise_user_attrs(result.noise_scale, result.grad_norms).items():
+        trial.set_user_attr(key, value)
+    together = {"trials": pack, "trained_together": result.pack, "chosen": chosen}
+    trial.set_user_attr("pack", together)
+
+
+@contextlib.contextmanager
+def _heartbeats(worker: Worker, trials: Sequence[Trial]) -> Iterator[None]:
+    """While training: each trial's heartbeat, where the storage keeps them (RDB storage with
+    ``study.heartbeat_interval``), so that a worker that goes silent has its trials failed
+    and retried by the others after the grace period."""
+    storage: Any = worker.storage
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in trials:
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="lrbatch-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lrbatch-worker", add_help=False)
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--trial-limit", type=int)
+    parser.add_argument("overrides", nargs="*")
+    return parser.parse_args(list(argv))
+
+
+def main(argv: Sequence[str]) -> int:
+    """A pool's worker process: join the study named in ``argv`` (its storage in
+    ``$LRBATCH_STORAGE``) with the overrides given there, and work on it in this process.
+
+    Args:
+        argv: ``--study NAME [--trial-limit N] [key=value ...]``.
+
+    Returns:
+        The exit status (:data:`EXIT_OK`, :data:`EXIT_FAILED`, :data:`EXIT_BAD_INPUT`,
+        :data:`EXIT_INTERRUPTED`).
+    """
+    import signal
+
+    console = make_console()
+    quiet_libraries()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # the pool's stop: as Ctrl-C
+    stop_with_parent()
+    try:
+        args = _arguments(argv)
+        cfg = recorded_config(os.environ[STORAGE_ENV], args.study, args.overrides)
+        why = work(prepare(cfg, record=False), trial_limit=args.trial_limit)
+    except ConfigError as error:
+        console.print(f"error: {error}", highlight=False, markup=False)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        console.print("Interrupted. Running trials are marked failed and retried.")
+        return EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        return EXIT_FAILED
+    console.print(f"Stopped: {why}.", highlight=False)
+    return EXIT_OK
