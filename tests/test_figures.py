@@ -12,7 +12,15 @@ from test_analysis import TRUTHS, sweep_like
 
 from lrbatch import rules
 from lrbatch.analysis import BatchOptimum, TrialPoint, batch_optima
-from lrbatch.figures import FigureSpec, Panel, curves_figure, optimum_figure, to_plotly, to_png
+from lrbatch.figures import (
+    FigureSpec,
+    Panel,
+    curves_figure,
+    heatmap_figure,
+    optimum_figure,
+    to_plotly,
+    to_png,
+)
 
 BATCHES = (16, 64, 256, 1024)
 BASE_BATCH = 64
@@ -125,3 +133,26 @@ def test_both_renderers_draw_the_panels(planted, tmp_path: Path) -> None:
     assert {t.name for t in in_last} >= {"local fit", "optimum (90% interval)", "stability edge"}
     legend = [t.name for t in plotly.data if t.showlegend]
     assert len(legend) == len(set(legend))  # one entry per name, across the panels
+
+
+def test_the_interactive_heatmap_marks_the_cell_that_diverged(planted) -> None:
+    points = [*planted[0], TrialPoint(256, 10.0, 0, math.inf, diverged=True)]
+    spec = heatmap_figure(points, "val_loss")
+    assert spec.heatmap is not None
+    row, column = spec.heatmap.y_labels.index("256"), spec.heatmap.x_labels.index("10")
+    marks = {(a.x, a.y) for a in to_plotly(spec).layout.annotations if a.text == "×"}
+    # by position on the category axes: the label "256" would be read as row 256, stretching
+    # the axis until every row but the first was a sliver
+    assert (column, row) in marks
+    assert marks == {(c, r) for r, c in spec.heatmap.marked}
+
+
+def test_log_axes_are_labelled_at_decades_or_1_2_5(planted) -> None:
+    _, optima, lines, curves = planted
+    optimum = to_plotly(optimum_figure(optima, [], lines))
+    assert optimum.layout.xaxis.tickvals == (16, 32, 64, 128, 256, 512, 1024)  # as the PNG
+    lrs = optimum.layout.yaxis.tickvals
+    assert lrs and {f"{v:.0e}"[0] for v in lrs} <= {"1", "2", "5"}
+    panels = to_plotly(curves).layout
+    for axis in (panels[k] for k in panels.to_plotly_json() if k.startswith("xaxis")):
+        assert axis.ticktext and {t.lstrip("0.")[0] for t in axis.ticktext} <= {"1", "2", "5"}

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shutil
 import socket
 import subprocess
 import sys
@@ -223,6 +224,86 @@ def test_dashboard_serves_the_study_note_and_plots(smoke_study: tuple[str, Path]
         ids = sorted(g["id"] for g in detail["plotly_graph_objects"])
         assert ids == ["lrbatch-heatmap", "lrbatch-metric_vs_lr", "lrbatch-optimal_lr"]
         assert len(detail["trials"]) == len(study.trials)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package (.ci/run)
+# headless on a closed network: without the background-networking flags it refuses connections
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+# What a reader sees of each plotly figure on a page: its title, the points of each trace, and
+# the rows a heatmap shows (the y axis's range, in rows).
+_FIGURES_SHOWN = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => ({
+    title: gd._fullLayout.title.text,
+    top: gd.getBoundingClientRect().top,
+    points: gd.data.map(t => [t.name, (t.x || []).length]),
+    rows: gd.data.filter(t => t.type === 'heatmap').map(t => t.z.length),
+    shown: gd._fullLayout.yaxis.range,
+}))"""
+
+
+def test_dashboard_in_a_browser_leads_with_the_verdict_and_every_point(
+    smoke_study: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``lrbatch dashboard`` in headless Chromium: its first page is lrbatch's (the verdict
+    above the figures, every figure with its points, the heatmap a row per batch size), and
+    Optuna's page of the study shows the heatmap's every row too. The study is the smoke
+    sweep's with one run at lr 10 at B = 512 that diverged, so the heatmap marks a cell."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip)")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM} (Debian's chromium package)")
+    url = f"sqlite:///{tmp_path}/smoke.db"
+    shutil.copy(smoke_study[1] / "smoke.db", tmp_path / "smoke.db")
+    study = open_study(url, "smoke")
+    ran = next(t for t in study.trials if t.params.get("batch_size") == 512)
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={**ran.params, "lr": 10.0},
+            distributions=ran.distributions,
+            value=math.inf,
+            user_attrs={**ran.user_attrs, "diverged": True},
+        )
+    )
+    report = build_report(study)
+    publish(report, study)
+    batches = [o.batch_size for o in report.optima]
+    server, port = _start_dashboard(url)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 3")
+            verdict = page.locator("#verdict")
+            assert verdict.is_visible() and verdict.inner_text().startswith("Verdict.")
+            figures = {f["title"]: f for f in page.evaluate(_FIGURES_SHOWN)}
+            box = verdict.bounding_box()
+            assert box is not None and all(box["y"] < f["top"] for f in figures.values())
+            assert page.locator("#graph-hyperparameter-importances").count() == 0  # Optuna's
+            optimum = figures["Optimal learning rate vs batch size"]["points"]
+            assert ["measured optimum (90% interval)", len(batches)] in optimum
+            curves = figures[f"{report.metric} vs learning rate, per batch size"]["points"]
+            assert sum(n for name, n in curves if name == "seed mean (min–max)") >= len(batches)
+            heatmap = figures[f"{report.metric} over batch size × learning rate (× = diverged)"]
+            assert heatmap["rows"] == [len(batches)]
+            assert heatmap["shown"] == pytest.approx([-0.5, len(batches) - 0.5])  # every row
+
+            page.goto(f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}")
+            page.wait_for_selector("[id='user-defined-plot:lrbatch-heatmap'] .hm")
+            (heatmap,) = [f for f in page.evaluate(_FIGURES_SHOWN) if f["rows"]]
+            assert heatmap["shown"] == pytest.approx([-0.5, len(batches) - 0.5])
+            browser.close()
     finally:
         server.terminate()
         server.wait(timeout=10)

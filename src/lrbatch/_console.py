@@ -26,9 +26,9 @@ def make_console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=_UNBOUNDED_WIDTH, soft_wrap=True)
 
 
-_HTML_BLOCK = (
+_HTML_BLOCK = (  # scrolled sideways where a line is wider than the page (the prose lines)
     "<pre style=\"font-family:Menlo,'DejaVu Sans Mono',Consolas,monospace;font-size:13px;"
-    'line-height:1.3">{code}</pre>'
+    'line-height:1.3;overflow-x:auto">{code}</pre>'
 )
 
 

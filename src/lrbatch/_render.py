@@ -17,7 +17,7 @@ from typing import Any
 
 from lrbatch._spec import FigureSpec, Mark, Panel, Series
 
-__all__ = ["to_plotly", "to_png"]
+__all__ = ["log_ticks", "to_plotly", "to_png"]
 
 _FAINT = 0.3  # opacity of faint series (individual trials behind their means)
 _BAND = 0.15  # opacity of a mark's shaded interval
@@ -60,6 +60,32 @@ def _y_span(panel: Panel) -> tuple[float, float]:
         return panel.y_range
     ys = [y for s in panel.series for y in s.y if math.isfinite(y)] or [0.0, 1.0]
     return min(ys), max(ys)
+
+
+def log_ticks(low: float, high: float, base: int = 10) -> list[float]:
+    """Where to label a log axis from ``low`` to ``high``: powers of 2 with ``base=2``; else the
+    decades where it spans more than a factor 30, 1, 2 and 5 times them where it spans less,
+    and every digit only where that would leave fewer than two labels."""
+    if not 0 < low <= high < math.inf:
+        return []
+    if base == 2:
+        return [2.0**k for k in range(math.ceil(math.log2(low)), math.floor(math.log2(high)) + 1)]
+    decades = range(math.floor(math.log10(low)), math.floor(math.log10(high)) + 1)
+    ticks: list[float] = []
+    for digits in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        if len(digits) == 1 and high / low <= 30:
+            continue
+        ticks = [float(f"{d}e{k}") for k in decades for d in digits]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= 2:
+            break
+    return ticks
+
+
+def _extent(values: Sequence[float]) -> tuple[float, float]:
+    """The smallest and largest of the finite positive ``values`` (what a log axis shows)."""
+    shown = [v for v in values if 0 < v < math.inf]
+    return (min(shown), max(shown)) if shown else (1.0, 1.0)
 
 
 def _series_png(ax: Any, s: Series) -> None:
@@ -143,11 +169,9 @@ def to_png(spec: FigureSpec, path: Path) -> Path:
             _mark_png(ax, mark, panel)
         if spec.log_x and spec.heatmap is None and len(panels) == 1:
             ax.set_xscale("log", base=2)
-        elif spec.log_x and spec.heatmap is None:  # 10^k (and 2, 5 × 10^k), written plainly
-            low, high = panel.x_range or (1.0, 1.0)
+        elif spec.log_x and spec.heatmap is None:  # 10^k (or 1, 2, 5 × 10^k), written plainly
             ax.set_xscale("log")
-            subs = (1.0,) if high / low > 30 else (1.0, 2.0, 5.0)
-            ax.xaxis.set_major_locator(ticker.LogLocator(subs=subs))
+            ax.xaxis.set_major_locator(ticker.FixedLocator(log_ticks(*(panel.x_range or (1, 1)))))
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         if spec.log_y:
@@ -259,11 +283,18 @@ def _mark_plotly(mark: Mark, panel: Panel) -> list[Any]:
     return traces
 
 
-def _range(limits: tuple[float, float] | None, log: bool) -> list[float] | None:
-    """An axis range as plotly takes it: log10 of the limits on a log axis."""
-    if limits is None:
-        return None
-    return [math.log10(v) for v in limits] if log else list(limits)
+def _axis(limits: tuple[float, float] | None, data: Sequence[float], log_base: int | None) -> Any:
+    """A plotly axis over ``limits`` (else autoranged over ``data``): linear, or log with the
+    labels :func:`log_ticks` puts there (plotly's own label every digit: 2 3 4 5 …)."""
+    if log_base is None:
+        return dict(range=None if limits is None else list(limits))
+    axis: dict[str, Any] = dict(
+        type="log", range=None if limits is None else [math.log10(v) for v in limits]
+    )
+    ticks = log_ticks(*(limits or _extent(data)), base=log_base)
+    if ticks:
+        axis.update(tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
+    return axis
 
 
 def to_plotly(spec: FigureSpec) -> Any:
@@ -301,13 +332,11 @@ def to_plotly(spec: FigureSpec) -> Any:
             figure.add_trace(trace, **where)
         if len(panels) > 1 and index >= len(panels) - cols:  # the lowest panel of its column
             figure.update_xaxes(title_text=spec.x_label, **where)
-        log_x, log_y = spec.log_x and spec.heatmap is None, spec.log_y
-        figure.update_xaxes(
-            type="log" if log_x else None, range=_range(panel.x_range, log_x), **where
-        )
-        figure.update_yaxes(
-            type="log" if log_y else None, range=_range(panel.y_range, log_y), **where
-        )
+        xs = [x for s in panel.series for x in s.x] + [m.x for m in panel.marks]
+        ys = [y for s in panel.series for y in (*s.y, *(s.y_low or ()), *(s.y_high or ()))]
+        x_base = (2 if len(panels) == 1 else 10) if spec.log_x and spec.heatmap is None else None
+        figure.update_xaxes(_axis(panel.x_range, xs, x_base), **where)
+        figure.update_yaxes(_axis(panel.y_range, ys, 10 if spec.log_y else None), **where)
     if spec.heatmap is not None:
         h = spec.heatmap
         figure.add_trace(
@@ -319,10 +348,10 @@ def to_plotly(spec: FigureSpec) -> Any:
                 colorscale="Viridis_r" if h.low_is_good else "Viridis",
             )
         )
-        for row, column in h.marked:
+        for row, column in h.marked:  # by position: plotly reads the label "32" as row 32
             figure.add_annotation(
-                x=h.x_labels[column],
-                y=h.y_labels[row],
+                x=column,
+                y=row,
                 text="×",
                 showarrow=False,
                 font=dict(color="red", size=16),

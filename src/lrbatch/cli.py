@@ -6,7 +6,7 @@ lrbatch predict --study NAME [--storage URL] --batch 4096 [--batch ...] [--json]
 lrbatch predict --base-lr 0.01 --base-batch 128 --batch 512 [--batch ...]
 lrbatch noise-scale [SWEEP_FILE] [OVERRIDES...] [--lr LR | --study NAME] [--json]
 lrbatch report [--storage URL] [--study NAME] [--out DIR] [--predict 4096 ...]
-lrbatch dashboard [--storage URL] [--port 8080]             serve optuna-dashboard
+lrbatch dashboard [--storage URL] [--port 8080]             the verdict, figures, optuna-dashboard
 lrbatch studies [--storage URL] [--delete NAME [--yes]]      list (or delete) studies
 lrbatch import FILE.csv --storage URL --study NAME          load a grid measured elsewhere
 
@@ -675,7 +675,9 @@ def _parser() -> argparse.ArgumentParser:
     studies.add_argument("--delete", default=None, metavar="NAME", help="delete this study")
     studies.add_argument("--yes", action="store_true", help="delete without asking")
 
-    dashboard = commands.add_parser("dashboard", help="serve optuna-dashboard on 127.0.0.1")
+    dashboard = commands.add_parser(
+        "dashboard", help="serve lrbatch's view of the study and optuna-dashboard on 127.0.0.1"
+    )
     dashboard.add_argument(
         "--storage", default=None, help="SQLAlchemy URL (default: the last sweep's in ./runs/)"
     )
@@ -809,18 +811,19 @@ def _unwritable(out: Path, error: OSError) -> ConfigError:
 
 
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
-    from optuna_dashboard import run_server
-
+    from lrbatch.dashboard import serve
     from lrbatch.storage import open_storage, redact
     from lrbatch.study_io import find_last_study
 
     url = args.storage or find_last_study()
     storage = open_storage(url, heartbeat_interval=None, create=False)
     _check_port(args.host, args.port)
+    address = f"http://{args.host}:{args.port}"
     console.print(
-        f"optuna-dashboard for {redact(url)} on http://{args.host}:{args.port}/ (Ctrl-C stops it)"
+        f"lrbatch's view of {redact(url)} on {address}/ (the verdict and the figures), "
+        f"optuna-dashboard's on {address}/dashboard/ (Ctrl-C stops it)"
     )
-    run_server(storage, host=args.host, port=args.port)
+    serve(storage, args.host, args.port)
     return 0
 
 

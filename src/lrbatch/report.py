@@ -63,6 +63,7 @@ __all__ = [
     "json_ready",
     "publish",
     "render",
+    "report_html",
     "summary",
     "write_report",
 ]
@@ -421,7 +422,9 @@ def write_report(report: Report, study: optuna.Study, out_dir: Path) -> list[Pat
     """Write PNGs, ``report.html``, ``trials.csv`` and ``summary.json`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [to_png(spec, out_dir / f"{spec.key}.png") for spec in report.figures()]
-    written.append(_write_html(report, out_dir / "report.html"))
+    html_path = out_dir / "report.html"
+    html_path.write_text(report_html(report))
+    written.append(html_path)
     figures = "\n".join(f"![{spec.title}]({spec.key}.png)" for spec in report.figures())
     markdown = out_dir / "report.md"
     markdown.write_text(markdown_verdict(report) + "\n\n" + figures + "\n")
@@ -520,24 +523,35 @@ def markdown_verdict(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _write_html(report: Report, path: Path) -> Path:
+def report_html(report: Report, plotly_js: str = "inline", links: str = "") -> str:
+    """The report as one HTML page: the verdict, the tables ``lrbatch report`` prints, then the
+    figures, interactive.
+
+    Args:
+        report: the report.
+        plotly_js: ``"inline"`` to embed plotly.js (a self-contained file), or the URL of a
+            script that serves it.
+        links: HTML put under the title (the dashboard's links to Optuna's own pages).
+    """
     import html
 
     figures = [to_plotly(spec) for spec in report.figures()]
     body = [
         f"<h1>lrbatch report: {html.escape(report.study_name)}</h1>",
-        f"<p><b>Verdict.</b> {html.escape(_verdict_text(report))}</p>",
+        links,
+        f"<p id='verdict'><b>Verdict.</b> {html.escape(_verdict_text(report))}</p>",
         terminal_html(render(report)),  # the tables `lrbatch report` prints
     ]
     for i, figure in enumerate(figures):
-        body.append(figure.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
-    path.write_text(
+        body.append(
+            figure.to_html(full_html=False, include_plotlyjs=plotly_js if i == 0 else False)
+        )
+    return (
         "<!doctype html><html><head><meta charset='utf-8'><title>lrbatch report</title></head>"
         "<body style='font-family:sans-serif;max-width:1000px;margin:auto'>"
         + "\n".join(body)
         + "</body></html>"
     )
-    return path
 
 
 def publish(report: Report, study: optuna.Study) -> None:
