@@ -116,3 +116,14 @@ class LinearRegression(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
+
+
+def digit_images(num_samples: int = 400, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """scikit-learn's digits as 1×8×8 images (x_train, y_train, x_val, y_val): a tiny image
+    dataset for the convolutional models, with no download."""
+    from lrbatch.data import digits
+
+    data = digits(seed=seed)
+    split = num_samples * 3 // 4
+    x = data.x_train[:num_samples].view(-1, 1, 8, 8)
+    return x[:split], data.y_train[:split], x[split:], data.y_train[split:num_samples]
