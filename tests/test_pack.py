@@ -1,19 +1,18 @@
 """Packed trials: each member of a pack gets the result it gets trained alone."""
 
 import pytest
+import torch
 from conftest import TINY
+from plugins import LabelSmoothedNet
 
+from lrbatch import _pack
 from lrbatch.config import load_config
-from lrbatch.train import TrialResult, train, train_pack
+from lrbatch.models import MLP
+from lrbatch.train import TrialResult, train, train_pack, why_not_packable
 
 # MNIST-1D, 400 training examples: 12 steps of batch 32, in micro-batches of 16.
-SMALL = [
-    *TINY,
-    "dataset.num_samples=500",
-    "budget.epochs=1",
-    "model.hidden=[16]",
-    "hardware.max_micro_batch=16",
-]
+TRAINING = [*TINY, "dataset.num_samples=500", "budget.epochs=1", "hardware.max_micro_batch=16"]
+SMALL = [*TRAINING, "model.hidden=[16]"]
 OPTIMIZERS = ["sgd", "momentum", "adam", "adamw", "rmsprop", "lion", "signsgd"]
 
 
@@ -57,5 +56,113 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on_unaffected() -> None:
     assert [r.pack for r in packed] == [3, 3, 3] and packed[0].pack_fallback is None
     assert packed[1].diverged and packed[1].steps < 12
     assert not packed[0].diverged and packed[0].steps == packed[2].steps == 12
+    for lr, result in zip(lrs, packed, strict=True):
+        assert_same(result, train(cfg, 32, lr, seed=0))
+
+
+CONVOLUTIONAL = {
+    "cnn": ["model=cnn", "model.channels=[4,8]", "model.hidden=16"],
+    "resnet": [
+        "dataset._target_=plugins.digit_images",
+        "~dataset.train_split",
+        "dataset.num_samples=400",
+        "model=resnet",
+        "model.width=4",
+    ],
+}
+
+
+@pytest.mark.parametrize("model", CONVOLUTIONAL)
+def test_convolutional_members_train_as_alone(model: str) -> None:
+    """Grouped convolutions; ResNet's BatchNorm keeps each member's statistics (evaluation)."""
+    overrides = [
+        *TRAINING,
+        *CONVOLUTIONAL[model],
+        "optimizer=momentum",
+        "optimizer.weight_decay=0.01",
+    ]
+    cfg = load_config(overrides=overrides)
+    lrs = [0.01, 0.03, 0.1]
+    packed = train_pack(cfg, 32, lrs, seed=0)
+    assert [r.pack for r in packed] == [3, 3, 3] and packed[0].pack_fallback is None
+    for lr, result in zip(lrs, packed, strict=True):
+        assert_same(result, train(cfg, 32, lr, seed=0))
+
+
+def user_model(target: str) -> list[str]:
+    return [*TRAINING, f"model._target_={target}", "~model.hidden", "~model.activation"]
+
+
+@pytest.mark.parametrize("target", ["mypkg.models.Net", "plugins.NormedNet"])
+def test_a_users_model_packs_through_vmap(target: str) -> None:
+    cfg = load_config(overrides=[*user_model(target), "optimizer=momentum"])
+    lrs = [0.03, 0.1]
+    packed = train_pack(cfg, 32, lrs, seed=0)
+    assert [r.pack for r in packed] == [2, 2] and packed[0].pack_fallback is None
+    for lr, result in zip(lrs, packed, strict=True):
+        assert_same(result, train(cfg, 32, lr, seed=0))
+
+
+def test_a_model_that_cannot_pack_trains_one_at_a_time_and_says_why() -> None:
+    cfg = load_config(overrides=user_model("plugins.DropoutNet"))
+    lrs = [0.1, 0.3]
+    packed = train_pack(cfg, 32, lrs, seed=0)
+    assert [r.pack for r in packed] == [1, 1]
+    assert "DropoutNet" in packed[0].pack_fallback and "random" in packed[0].pack_fallback
+    for lr, result in zip(lrs, packed, strict=True):
+        assert_same(result, train(cfg, 32, lr, seed=0))
+
+
+def test_float16_and_a_models_own_training_step_do_not_pack() -> None:
+    cfg = load_config(overrides=[*SMALL, "hardware.precision=16-mixed"])
+    model = MLP((40,), 10, [16])
+    assert "GradScaler" in why_not_packable(cfg, model, torch.zeros(8, 40))
+    assert why_not_packable(load_config(overrides=SMALL), model, torch.zeros(8, 40)) is None
+    smoothed = LabelSmoothedNet((40,), 10)
+    assert "training_step" in why_not_packable(
+        load_config(overrides=SMALL), smoothed, torch.zeros(8, 40)
+    )
+
+
+def test_a_member_reaching_the_target_stops_there_as_alone() -> None:
+    cfg = load_config(
+        overrides=[
+            *TINY,
+            "dataset=teacher",
+            "dataset.num_samples=1000",
+            "model.hidden=[16]",
+            "budget=target",
+            "budget.target=0.3",
+            "budget.max_epochs=4",
+            "budget.eval_every_epochs=0.5",
+            "study.metric=val_acc",
+            "study.direction=maximize",
+        ]
+    )
+    lrs = [0.003, 0.3, 1.0]
+    packed = train_pack(cfg, 32, lrs, seed=0)
+    assert packed[0].reached_target is False and packed[0].steps == 100
+    assert packed[2].reached_target and packed[2].steps < 100
+    for lr, result in zip(lrs, packed, strict=True):
+        assert_same(result, train(cfg, 32, lr, seed=0))
+
+
+def test_out_of_memory_halves_the_pack_before_the_micro_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pretend GPU that holds 64 rows (members × examples) per forward pass."""
+    packed_forward = _pack._Layered.__call__
+
+    def limited(self: _pack._Layered, x: torch.Tensor) -> torch.Tensor:
+        if self.size * len(x) > 64:
+            raise torch.OutOfMemoryError(f"CUDA out of memory: {self.size} × {len(x)} rows")
+        return packed_forward(self, x)
+
+    monkeypatch.setattr(_pack._Layered, "__call__", limited)
+    cfg = load_config(overrides=SMALL)  # micro-batch 16
+    lrs = [0.03, 0.1, 0.3, 1.0, 3.0, 0.01]
+    packed = train_pack(cfg, 32, lrs, seed=0)
+    assert [r.oom_packs for r in packed] == [(6,)] * 6
+    assert [r.pack for r in packed] == [3] * 6 and packed[0].oom_micro_batches == ()
     for lr, result in zip(lrs, packed, strict=True):
         assert_same(result, train(cfg, 32, lr, seed=0))

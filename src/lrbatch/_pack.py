@@ -250,7 +250,7 @@ def _flat_state(model: nn.Module) -> list[torch.Tensor]:
     return [*grads, *(b.float() for b in model.buffers())]
 
 
-def check_pack(model: nn.Module, x: torch.Tensor, members: int = 3) -> str | None:
+def check_pack(model: nn.Module, x: torch.Tensor, members: int = 2) -> str | None:
     """Why ``model`` cannot train in a pack, or None when it can.
 
     Packs ``members`` copies of ``model`` (each scaled differently, so a mix-up of members
