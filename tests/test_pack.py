@@ -8,7 +8,15 @@ from plugins import LabelSmoothedNet
 from lrbatch import _pack
 from lrbatch.config import load_config
 from lrbatch.models import MLP
-from lrbatch.train import TrialResult, train, train_pack, why_not_packable
+from lrbatch.packing import choose_pack
+from lrbatch.train import (
+    TrialResult,
+    load_data,
+    make_fabric,
+    train,
+    train_pack,
+    why_not_packable,
+)
 
 # MNIST-1D, 400 training examples: 12 steps of batch 32, in micro-batches of 16.
 TRAINING = [*TINY, "dataset.num_samples=500", "budget.epochs=1", "hardware.max_micro_batch=16"]
@@ -166,3 +174,15 @@ def test_out_of_memory_halves_the_pack_before_the_micro_batch(
     assert [r.pack for r in packed] == [3] * 6 and packed[0].oom_micro_batches == ()
     for lr, result in zip(lrs, packed, strict=True):
         assert_same(result, train(cfg, 32, lr, seed=0))
+
+
+def test_choose_pack_times_pack_sizes_up_to_the_limit() -> None:
+    cfg = load_config(overrides=SMALL)
+    fabric = make_fabric(cfg.hardware)
+    choice = choose_pack(cfg, load_data(cfg), fabric, 32, limit=4)
+    assert set(choice.member_steps_per_s) <= {1, 2, 4} and 1 in choice.member_steps_per_s
+    assert all(rate > 0 for rate in choice.member_steps_per_s.values())
+    assert choice.size in choice.member_steps_per_s and choice.why
+    best = max(choice.member_steps_per_s.values())
+    assert choice.member_steps_per_s[choice.size] >= 0.9 * best
+    assert choose_pack(cfg, load_data(cfg), fabric, 32, limit=1).size == 1
