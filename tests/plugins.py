@@ -116,3 +116,41 @@ class LinearRegression(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
+
+
+def digit_images(num_samples: int = 400, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """scikit-learn's digits as 1×8×8 images (x_train, y_train, x_val, y_val): a tiny image
+    dataset for the convolutional models, with no download."""
+    from lrbatch.data import digits
+
+    data = digits(seed=seed)
+    split = num_samples * 3 // 4
+    x = data.x_train[:num_samples].view(-1, 1, 8, 8)
+    return x[:split], data.y_train[:split], x[split:], data.y_train[split:num_samples]
+
+
+class DropoutNet(nn.Module):
+    """A model that draws random numbers in its forward pass (dropout): it cannot be packed
+    exactly (one draw per member alone, one per pack)."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_outputs: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.2), nn.Linear(math.prod(in_shape), num_outputs)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class NormedNet(nn.Module):
+    """A user's model with BatchNorm (buffers updated in its forward pass)."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_outputs: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(math.prod(in_shape), 16)
+        self.norm = nn.BatchNorm1d(16)
+        self.out = nn.Linear(16, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.norm(self.hidden(x.flatten(1)))))
