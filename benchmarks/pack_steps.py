@@ -94,7 +94,8 @@ def main() -> None:
                 if any(member.pack != len(lrs) for member in packed):
                     raise SystemExit(f"{model} batch {batch}: did not pack: {packed[0]}")
                 differs = max(
-                    abs(member.value - trial.value) / abs(trial.value)
+                    abs(member.metrics["val_loss"] - trial.metrics["val_loss"])
+                    / abs(trial.metrics["val_loss"])
                     for member, trial in zip(packed, alone, strict=True)
                 )
                 if repeat:

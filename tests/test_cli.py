@@ -318,7 +318,7 @@ def test_ctrl_c_is_not_logged_with_optunas_traceback() -> None:
     lrbatch's own "Interrupted." line says it instead; other warnings still show."""
     import logging
 
-    from lrbatch.cli import _quiet_libraries
+    from lrbatch._console import quiet_libraries as _quiet_libraries
 
     _quiet_libraries()
     handlers = logging.getLogger("optuna").handlers

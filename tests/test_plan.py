@@ -387,3 +387,87 @@ def test_shortfalls_name_each_batch_size_without_a_real_optimum() -> None:
     assert step == Finished("complete")
     assert target.shortfalls(missed) == [Shortfall(32, "missed_target")]
     assert not any(target.diverges(missed, 32, o.lr) for o in missed)
+
+
+def run_packs(
+    plan: SweepPlan, optimum: Callable[[int], float], edge: Callable[[int], float] | None = None
+) -> tuple[list[Observation], list[tuple[Proposal, ...]]]:
+    """As :func:`run_plan`, a pack at a time (every member evaluated, then the next pack)."""
+    observations: list[Observation] = []
+    packs: list[tuple[Proposal, ...]] = []
+    while True:
+        decision = plan.next_pack(observations)
+        if isinstance(decision, Finished):
+            return observations, packs
+        assert isinstance(decision, tuple), decision
+        packs.append(decision)
+        for member in decision:  # (decided together, before any of them ran)
+            assert_not_known_to_diverge(member, observations)
+        for member in decision:
+            b, lr = member.batch_size, member.lr
+            diverged = edge is not None and lr > edge(b)
+            value = math.log(lr / optimum(b)) ** 2 + 1.0
+            observations.append(Observation(b, lr, member.seed, value, diverged, member.reason))
+
+
+def packed(size: int, **overrides) -> SweepPlan:
+    return plan(pack=tuple((b, size) for b in BATCHES), **overrides)
+
+
+def test_a_pack_of_one_is_the_plan_one_trial_at_a_time() -> None:
+    one, _, _ = run_plan(plan(seeds=2), saturating_optimum)
+    packs_of_one, packs = run_packs(packed(1, seeds=2), saturating_optimum)
+    assert packs_of_one == one and {len(p) for p in packs} == {1}
+
+
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_packs_share_batch_and_seed_and_pin_every_optimum_in_fewer_rounds(size: int) -> None:
+    edge = lambda b: 20 * saturating_optimum(b)  # noqa: E731
+    one, _, _ = run_plan(plan(seeds=2), saturating_optimum, edge=edge)
+    observations, packs = run_packs(packed(size, seeds=2), saturating_optimum, edge=edge)
+    for pack in packs:
+        assert 1 <= len(pack) <= size
+        assert len({(p.batch_size, p.seed) for p in pack}) == 1, pack  # one pass over the data
+    points = [(o.batch_size, o.seed, round(math.log(o.lr), 6)) for o in observations]
+    assert len(points) == len(set(points)), "a point trained twice"
+    final = packed(size, seeds=2).states(observations)
+    for batch, state in final.items():
+        assert state.phase == "done"
+        assert state.best_lr is not None
+        assert abs(math.log(state.best_lr / saturating_optimum(batch))) <= math.log(1.5), batch
+    # trained together, the plan needs fewer passes than one trial at a time...
+    assert len(packs) < 0.8 * len(one)
+    # ...for a bounded number of extra trials
+    assert len(observations) <= 2.5 * len(one)
+
+
+def test_a_refining_pack_spreads_its_points_over_both_gaps() -> None:
+    """Best 0.1 between 0.01 and 1 (both gaps ×10): three points go where they narrow the
+    widest part most: two into the low gap (tie: low first), one into the high gap."""
+    tried = [
+        Observation(32, lr, 0, math.log(lr / 0.1) ** 2, reason="rule") for lr in (0.01, 0.1, 1)
+    ]
+    pack = packed(3, base_lr=0.1, rules=("constant",), laws=()).next_pack(tried)
+    assert isinstance(pack, tuple)
+    assert [p.reason for p in pack] == ["refine"] * 3
+    assert sorted(p.lr for p in pack) == pytest.approx(
+        [0.01 * 10 ** (1 / 3), 0.01 * 10 ** (2 / 3), 0.1**0.5]
+    )
+    assert {(p.batch_size, p.seed) for p in pack} == {(32, 0)}
+
+
+def test_a_bracketing_pack_steps_outward_several_factors_at_once() -> None:
+    tried = [Observation(32, lr, 0, -math.log(lr), reason="rule") for lr in (0.01, 0.1)]
+    pack = packed(3, base_lr=0.01, rules=("constant", "linear"), laws=(), lr_max=5.0).next_pack(
+        tried
+    )
+    assert isinstance(pack, tuple)
+    assert [p.reason for p in pack] == ["bracket"] * 3
+    assert [p.lr for p in pack] == pytest.approx([0.4, 1.6, 5.0])  # ×4, ×16, then lr_max
+
+
+def test_a_seeding_pack_adds_bracket_steps_on_both_sides_of_the_rules() -> None:
+    pack = packed(4, base_lr=0.1, rules=("constant", "linear"), laws=()).next_pack([])
+    assert isinstance(pack, tuple)
+    assert [p.reason for p in pack] == ["rule:constant+linear"] + ["bracket"] * 3
+    assert [p.lr for p in pack] == pytest.approx([0.1, 0.025, 0.4, 0.00625])

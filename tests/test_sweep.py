@@ -14,6 +14,7 @@ from lrbatch.config import ConfigError, load_config
 from lrbatch.noise import window_steps
 from lrbatch.study_io import trial_noise
 from lrbatch.sweep import run_sweep
+from lrbatch.train import train
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 TRIAL_ATTRS = {
@@ -32,6 +33,7 @@ TRIAL_ATTRS = {
     "metrics",
     "noise_scale",
     "grad_norms",
+    "pack",
 }
 
 
@@ -59,6 +61,9 @@ def test_smoke_sweep_records_a_complete_study(workdir: Path) -> None:
         assert attrs["lrbatch_version"] == __version__ and attrs["device"] == "cpu"
         assert set(attrs["predictions"]) == {"constant", "linear", "square_root"}
         assert attrs["reason"].split(":")[0] in {"rule", "law", "bracket", "refine", "replicate"}
+        # hardware.pack=auto (the default) timed packs at this batch size and said what it chose
+        assert attrs["pack"]["chosen"].startswith(("a pack of", "no pack size"))
+        assert trial.number in attrs["pack"]["trials"]
         if not attrs["diverged"]:
             assert attrs["samples"] == attrs["steps"] * attrs["effective_batch"]
             assert trial.value == pytest.approx(attrs["metrics"]["val_loss"])
@@ -74,6 +79,27 @@ def test_smoke_sweep_records_a_complete_study(workdir: Path) -> None:
         assert any(r.startswith("rule:") for r in reasons)
     assert any(t.user_attrs["reason"] == "replicate" for t in trials)
     assert study.user_attrs["lrbatch.training"]["model"]["hidden"] == [128, 128]
+
+
+def test_a_packed_sweep_trains_each_pack_in_one_pass_as_its_trials_alone(workdir: Path) -> None:
+    cfg = load_config(SMOKE, ["hardware.pack=3"])
+    outcome = run_sweep(cfg)
+    assert outcome.why == "complete"
+    study = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
+    trials = {t.number: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    packs = {tuple(t.user_attrs["pack"]["trials"]) for t in trials.values()}
+    assert sum(map(len, packs)) == len(trials)  # each trial in one pack
+    assert max(map(len, packs)) == 3 and len(packs) < 0.6 * len(trials)
+    for pack in packs:
+        members = [trials[n] for n in pack]
+        assert len({(t.params["batch_size"], t.params["seed"]) for t in members}) == 1
+        assert {t.user_attrs["pack"]["trained_together"] for t in members} == {len(pack)}
+        assert len({t.params["lr"] for t in members}) == len(pack)
+    # a packed member's result is the result of the same trial trained alone
+    member = next(trials[n] for pack in packs if len(pack) == 3 for n in pack)
+    alone = train(cfg, member.params["batch_size"], member.params["lr"], member.params["seed"])
+    assert alone.metrics["val_loss"] == pytest.approx(member.value, rel=1e-5)
+    assert len(points(study)) == len(trials)
 
 
 def test_resume_finishes_the_same_plan_without_repeating(workdir: Path) -> None:

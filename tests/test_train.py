@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from lrbatch.config import load_config
 from lrbatch.train import ModelDoesNotFitError, lr_factor, split_batch, train, training_length
+from lrbatch.worker import trial_value
 
 SMALL = ["dataset.num_samples=1000", "model.hidden=[32]", "budget.epochs=2"]
 
@@ -39,7 +40,7 @@ def test_accumulation_trains_the_same_model_as_one_big_batch() -> None:
 def test_same_seed_same_result_other_seed_other_result() -> None:
     cfg = load_config(overrides=SMALL)
     a, b, c = train(cfg, 32, 0.1, seed=0), train(cfg, 32, 0.1, seed=0), train(cfg, 32, 0.1, seed=1)
-    assert a.value == b.value and a.value != c.value
+    assert a.metrics == b.metrics and a.metrics != c.metrics
 
 
 def test_budgets_hold_samples_or_steps_fixed() -> None:
@@ -84,22 +85,20 @@ TARGET = [
 def test_target_budget_records_steps_to_reach_it() -> None:
     cfg = load_config(overrides=[*TARGET, "budget.target=0.3", "budget.max_epochs=20"])
     reached = train(cfg, 32, 0.1, seed=0)
-    assert reached.reached_target and reached.value == reached.steps < training_length(
+    assert reached.reached_target and trial_value(cfg, reached) == reached.steps < training_length(
         cfg.budget, 800, 32
     )
     assert reached.steps % round(0.5 * 800 / 32) == 0  # checked every half epoch
-    never = train(
-        load_config(overrides=[*TARGET, "budget.target=1.01", "budget.max_epochs=1"]),
-        32,
-        0.1,
-        seed=0,
-    )
-    assert never.reached_target is False and math.isinf(never.value) and never.steps == 25
+    never_cfg = load_config(overrides=[*TARGET, "budget.target=1.01", "budget.max_epochs=1"])
+    never = train(never_cfg, 32, 0.1, seed=0)
+    assert never.reached_target is False and never.steps == 25
+    assert math.isinf(trial_value(never_cfg, never))
 
 
 def test_divergence_stops_early() -> None:
-    result = train(load_config(overrides=SMALL), 32, 50.0, seed=0)
-    assert result.diverged and math.isinf(result.value) and result.steps <= 25
+    cfg = load_config(overrides=SMALL)
+    result = train(cfg, 32, 50.0, seed=0)
+    assert result.diverged and math.isinf(trial_value(cfg, result)) and result.steps <= 25
 
 
 def test_users_lightning_module_and_tensors_plug_in() -> None:

@@ -98,23 +98,40 @@ def _refuse_hydra_flags(args: argparse.Namespace) -> None:
 def _print_config(cfg: DictConfig, console: Console, *, plan_steps: bool = True) -> None:
     """`--cfg job`: the composed config, then the first trials its plan starts a new study
     with (before any result), as YAML comments. Trains and creates nothing."""
+    from dataclasses import replace
+
     from omegaconf import OmegaConf
 
-    from lrbatch.plan import Observation, Proposal, SweepPlan
+    from lrbatch.plan import Observation, SweepPlan
     from lrbatch.prepare import objective_direction
 
     plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
+    pack = cfg.hardware.pack
+    if pack != "auto":
+        plan = replace(plan, pack=tuple((b, int(pack)) for b in plan.batch_sizes))
     lines = [OmegaConf.to_yaml(cfg).rstrip()]
     if plan_steps:
         lines.append("# The plan's first trials in a new study (before any result):")
+        if pack == "auto":
+            lines.append(
+                "#   (one at a time here: hardware.pack=auto times packs at each batch size "
+                "when the sweep gets there)"
+            )
     started: list[Observation] = []
     while plan_steps and len(started) < _FIRST_STEPS:
-        step = plan.next(started)
-        if not isinstance(step, Proposal):
+        decision = plan.next_pack(started)
+        if not isinstance(decision, tuple):
             break
-        lines.append(f"#   B={step.batch_size} lr={step.lr:.4g} seed={step.seed} ({step.reason})")
-        started.append(Observation(step.batch_size, step.lr, step.seed, None, reason=step.reason))
-    if len(started) == _FIRST_STEPS:
+        together = f", trained together with {len(decision) - 1} more" if len(decision) > 1 else ""
+        for step in decision:
+            lines.append(
+                f"#   B={step.batch_size} lr={step.lr:.4g} seed={step.seed} ({step.reason})"
+                + (together if step is decision[0] else "")
+            )
+            started.append(
+                Observation(step.batch_size, step.lr, step.seed, None, reason=step.reason)
+            )
+    if len(started) >= _FIRST_STEPS:
         lines.append("#   ... then as the results say")
     console.print("\n".join(lines), markup=False, highlight=False)
 
@@ -845,13 +862,15 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _import(args: argparse.Namespace, console: Console) -> int:
+    from optuna.trial import TrialState
+
     from lrbatch.importing import import_csv
     from lrbatch.storage import redact
-    from lrbatch.study_io import open_study
+    from lrbatch.study_io import open_study, outcome
 
     added = import_csv(args.csv, args.storage, args.study, args.direction)
     trials = open_study(args.storage, args.study).trials
-    diverged = sum(bool(t.user_attrs.get("diverged")) for t in trials)
+    diverged = sum(t.state == TrialState.COMPLETE and outcome(t).diverged for t in trials)
     read = f" ({diverged} diverged: said so, or an empty or infinite metric)" if diverged else ""
     console.print(
         f"Imported {added} trials{read} into study {args.study!r} in {redact(args.storage)}; "

@@ -85,7 +85,7 @@ class HardwareConfig:
     workers_per_gpu: int = 1  # gpu: worker processes sharing each GPU (small models)
     # trials a worker trains together at one batch size and seed (several learning rates in
     # one pass); auto: measured per batch size; 1: one trial at a time
-    pack: Any = 1
+    pack: Any = "auto"
 
 
 @dataclass

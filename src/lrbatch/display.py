@@ -64,10 +64,23 @@ def describe_trial(trial: FrozenTrial, metric: str) -> str:
     )
     took = f", {run.wall_time_s:.1f}s" if run.wall_time_s is not None else ""
     extra = ""
+    if run.pack.get("trained_together", 1) > 1:
+        extra = f", in a pack of {run.pack['trained_together']}"
     if run.oom_micro_batches:
         extra = f", out of memory at micro-batch {run.oom_micro_batches}"
     ended = _outcome(trial, run, metric)
     return f"#{trial.number} {what}: {ended}{took}{extra} [{worker_label(trial)}]"
+
+
+def _pack_notes(trial: FrozenTrial) -> list[str]:
+    """How a trial's pack was chosen, and why its pack trained one at a time, if it did."""
+    run = trial_run(trial)
+    notes = []
+    if run.pack.get("chosen") and run.point is not None:
+        notes.append(f"hardware.pack=auto at B={run.point.batch_size}: {run.pack['chosen']}")
+    if run.pack.get("fallback"):
+        notes.append(f"hardware.pack: trials train one at a time: {run.pack['fallback']}")
+    return notes
 
 
 class SweepProgress:
@@ -90,6 +103,7 @@ class SweepProgress:
         self._reported: set[int] | None = None  # finished trials already shown
         self._last = ""
         self._live: Live | None = None
+        self._notes: set[str] = set()  # lines said once (how trials were packed)
 
     def __enter__(self) -> SweepProgress:
         if self._console.is_terminal:
@@ -119,6 +133,10 @@ class SweepProgress:
             if trial.number in self._reported:
                 continue
             self._reported.add(trial.number)
+            for note in _pack_notes(trial):
+                if note not in self._notes:
+                    self._notes.add(note)
+                    self._console.print(note, highlight=False, markup=False)
             self._last = describe_trial(trial, self._metric)
             if self._live is None:
                 self._console.print(self._last, highlight=False)

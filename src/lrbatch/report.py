@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -53,7 +52,13 @@ from lrbatch.figures import (
 from lrbatch.predictions import prediction_view
 from lrbatch.progress import format_lr
 from lrbatch.rules import predict
-from lrbatch.study_io import NoiseRun, load_points, noise_records, recorded_noise_run
+from lrbatch.study_io import (
+    NoiseRun,
+    load_points,
+    noise_records,
+    recorded_noise_run,
+    sweep_anchor,
+)
 from lrbatch.theory import MeasuredNoise, compare, measured_noise, theory_text
 
 __all__ = [
@@ -161,7 +166,7 @@ def build_report(study: optuna.Study, predict_batches: Sequence[int] = ()) -> Re
     points = load_points(trials)
     optima = batch_optima(points, minimize=minimize)
     batches = [o.batch_size for o in optima]
-    anchor_batch, anchor_lr = _sweep_anchor(trials)
+    anchor_batch, anchor_lr = sweep_anchor(trials)
     base_batch = int(sweep.get("base_batch") or anchor_batch or (min(batches) if batches else 0))
     base_lr = (
         sweep.get("base_lr")
@@ -221,15 +226,6 @@ def _measured_lines(report: Report) -> dict[str, tuple[float, float] | None]:
     }
     lines["sgd_optimum"] = (run.eps_max, run.b_simple) if run and run.plain_sgd else None
     return lines
-
-
-def _sweep_anchor(trials: Sequence[FrozenTrial]) -> tuple[int | None, float | None]:
-    """(B0, η0) the sampler anchored its rule predictions at (and so trained them at), from
-    the last trial that recorded them (:class:`lrbatch.sampler.LRBatchSampler`); None where
-    not recorded, as in a study imported from CSV."""
-    batch = next((int(b) for t in reversed(trials) if (b := t.user_attrs.get("base_batch"))), None)
-    lr = next((float(a) for t in reversed(trials) if (a := t.user_attrs.get("base_lr"))), None)
-    return batch, lr
 
 
 def _regret_status(regret: RuleRegret) -> str:

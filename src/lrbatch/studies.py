@@ -19,9 +19,8 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbatch.plan import Finished, SweepPlan
-from lrbatch.sampler import observations
 from lrbatch.storage import open_storage, redact
-from lrbatch.study_io import outcome, study_names
+from lrbatch.study_io import observations, outcome, study_names
 
 __all__ = ["StudyRow", "delete_study", "runs_storages", "study_rows"]
 

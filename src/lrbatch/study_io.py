@@ -29,7 +29,7 @@ report can draw the SGD optimum it implies: :func:`record_noise_run`, :func:`rec
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ __all__ = [
     "recorded_noise_run",
     "short_of_target",
     "study_names",
+    "sweep_anchor",
     "trial_noise",
     "trial_run",
 ]
@@ -171,6 +172,9 @@ class TrialRun:
         wall_time_s: seconds it took.
         oom_micro_batches: micro-batches that ran out of memory.
         worker: ``{"host", "pid", "slot"}`` of the worker that ran it (empty if unknown).
+        pack: ``{"trials", "trained_together", "chosen", "fallback"}``: the trials trained in
+            one pass with it, how many trained together, why that pack size
+            (``hardware.pack=auto``), and why they trained one at a time (empty if unknown).
     """
 
     point: Proposal | None
@@ -181,6 +185,7 @@ class TrialRun:
     wall_time_s: float | None
     oom_micro_batches: list[int]
     worker: dict[str, Any]
+    pack: dict[str, Any]
 
 
 def trial_run(trial: FrozenTrial) -> TrialRun:
@@ -196,6 +201,7 @@ def trial_run(trial: FrozenTrial) -> TrialRun:
         wall_time_s=float(wall) if isinstance(wall, int | float) else None,
         oom_micro_batches=list(attrs.get("oom_micro_batches") or []),
         worker=dict(attrs.get("worker") or {}),
+        pack=dict(attrs.get("pack") or {}),
     )
 
 
@@ -226,6 +232,15 @@ def short_of_target(trials: Iterable[FrozenTrial], metric: str, direction: str) 
     where = point(trial)
     assert where is not None
     return f"{metric} {value:.4g} at B={where.batch_size}, lr {where.lr:.3g}"
+
+
+def sweep_anchor(trials: Sequence[FrozenTrial]) -> tuple[int | None, float | None]:
+    """(B0, η0) the sampler anchored its rule predictions at (and so trained them at), from
+    the last trial that recorded them (:class:`lrbatch.sampler.LRBatchSampler`); None where
+    not recorded, as in a study imported from CSV."""
+    batch = next((int(b) for t in reversed(trials) if (b := t.user_attrs.get("base_batch"))), None)
+    lr = next((float(a) for t in reversed(trials) if (a := t.user_attrs.get("base_lr"))), None)
+    return batch, lr
 
 
 def trial_point(trial: FrozenTrial) -> TrialPoint | None:

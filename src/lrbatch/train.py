@@ -59,11 +59,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrialResult:
-    """What one trial measured.
+    """What one trial measured (the value the study records is the worker's to choose from
+    it: :func:`lrbatch.worker.trial_value`).
 
     Attributes:
-        value: the objective recorded in the study: ``study.metric`` at the end of training, or,
-            with the target budget, optimizer steps to reach ``budget.target`` (inf if never).
         metrics: every metric measured at the end (``val_loss``, ``val_acc``, ``train_loss``...).
         diverged: the loss became NaN/inf or exceeded ``divergence_factor`` × its start.
         steps: optimizer steps taken.
@@ -94,7 +93,6 @@ class TrialResult:
             time instead of as a pack; None when they packed (or there was one).
     """
 
-    value: float
     metrics: dict[str, float]
     diverged: bool
     steps: int
@@ -416,19 +414,7 @@ def _train_once(
                 metrics = _evaluate_in_memory(member.model, data, fabric, eval_batches)
             tail = max(1, step // 10)  # train_loss: mean over the last 10% of the steps taken
             metrics["train_loss"] = step_losses[member.row, step - tail : step].mean().item()
-        if is_target:
-            value = float(step) if reached else math.inf
-        elif diverged:
-            value = math.inf if direction == "minimize" else -math.inf
-        else:
-            if metric_name not in metrics:
-                measured = ", ".join(metrics)
-                raise KeyError(
-                    f"study.metric={metric_name!r} was not measured; measured: {measured}"
-                )
-            value = metrics[metric_name]
         results[member.row] = TrialResult(
-            value=value,
             metrics=metrics,
             diverged=diverged,
             steps=step,

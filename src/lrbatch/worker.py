@@ -71,7 +71,16 @@ PRELOAD = [
 # often, up to every _POLL_MAX_S: short trials are not held up, long waits cost few queries.
 _POLL_MIN_S = 0.05
 _POLL_MAX_S = 2.0
-_PACK_LIMIT = {"cpu": 8, "cuda": 32}  # hardware.pack=auto measures packs up to this size
+_PACK_LIMIT = {"cuda": 32}  # hardware.pack=auto measures packs up to this size
+# hardware.pack=auto on a CPU: one trial at a time, without timing. Measured on 2 cores
+# (docs/benchmarks.md): a pack of 4 trained ×0.91-1.26 the trials/s of one at a time on the
+# default sweep's model, ×1.1-1.75 at best on the shipped models, while packs need ~1.1-1.5×
+# the trials; whole sweeps took ×1.13 longer with packs; and a timing short enough to be cheap
+# (~1 s per batch size) was too noisy to choose by.
+_CPU_PACK = (
+    "no pack size: one trial at a time (on a CPU, packs measured no faster for whole sweeps; "
+    "hardware.pack=N packs anyway)"
+)
 # What a trial records of its result, besides its metrics' noise scale (TrialResult's fields)
 _RECORDED = (
     "micro_batch",
@@ -166,12 +175,16 @@ def _choose_pack(worker: Worker, batch: int) -> bool:
     the plan that pack size. Returns whether it chose (the plan is then asked again)."""
     if worker.cfg.hardware.pack != "auto" or batch in dict(worker.plan.pack):
         return False
-    from lrbatch.packing import choose_pack
+    if worker.fabric.device.type == "cpu":
+        size, why = 1, _CPU_PACK
+    else:
+        from lrbatch.packing import choose_pack
 
-    limit = _PACK_LIMIT.get(worker.fabric.device.type, 8)
-    choice = choose_pack(worker.cfg, worker.data, worker.fabric, batch, limit)
-    worker.plan = replace(worker.plan, pack=(*worker.plan.pack, (batch, choice.size)))
-    worker.pack_choices[batch] = choice.why
+        limit = _PACK_LIMIT.get(worker.fabric.device.type, 8)
+        choice = choose_pack(worker.cfg, worker.data, worker.fabric, batch, limit)
+        size, why = choice.size, choice.why
+    worker.plan = replace(worker.plan, pack=(*worker.plan.pack, (batch, size)))
+    worker.pack_choices[batch] = why
     return True
 
 
@@ -223,13 +236,14 @@ def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
     numbers = [trial.number for trial in members]
-    for trial, result in zip(members, results, strict=True):
+    for k, (trial, result) in enumerate(zip(members, results, strict=True)):
         _record(trial, result, numbers, worker.pack_choices.get(first.batch_size))
         try:
             value = trial_value(worker.cfg, result)
         except KeyError as error:
-            trial.set_user_attr("error", f"KeyError: {error}")
-            study.tell(trial, state=TrialState.FAIL)
+            for failed in members[k:]:  # (none of the pack is left running)
+                failed.set_user_attr("error", f"KeyError: {error}")
+                study.tell(failed, state=TrialState.FAIL)
             raise
         study.tell(trial, value)
         worker.trained += 1
@@ -283,7 +297,12 @@ def _record(trial: Trial, result: TrialResult, pack: list[int], chosen: str | No
         trial.set_user_attr(key, getattr(result, key))
     for key, value in noise_user_attrs(result.noise_scale, result.grad_norms).items():
         trial.set_user_attr(key, value)
-    together = {"trials": pack, "trained_together": result.pack, "chosen": chosen}
+    together = {
+        "trials": pack,  # the trials trained in one pass with it (their numbers)
+        "trained_together": result.pack,  # members it started with (1: alone)
+        "chosen": chosen,  # hardware.pack=auto: why this pack size at this batch size
+        "fallback": result.pack_fallback,  # why the members trained one at a time instead
+    }
     trial.set_user_attr("pack", together)
 
 
