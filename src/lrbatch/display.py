@@ -77,7 +77,8 @@ def _pack_notes(trial: FrozenTrial) -> list[str]:
     run = trial_run(trial)
     notes = []
     if run.pack.get("chosen") and run.point is not None:
-        notes.append(f"hardware.pack=auto at B={run.point.batch_size}: {run.pack['chosen']}")
+        where = f" at B={run.point.batch_size}" if run.pack.get("trained_together", 1) > 1 else ""
+        notes.append(f"hardware.pack=auto{where}: {run.pack['chosen']}")
     if run.pack.get("fallback"):
         notes.append(f"hardware.pack: trials train one at a time: {run.pack['fallback']}")
     return notes
