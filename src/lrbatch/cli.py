@@ -98,17 +98,13 @@ def _refuse_hydra_flags(args: argparse.Namespace) -> None:
 def _print_config(cfg: DictConfig, console: Console, *, plan_steps: bool = True) -> None:
     """`--cfg job`: the composed config, then the first trials its plan starts a new study
     with (before any result), as YAML comments. Trains and creates nothing."""
-    from dataclasses import replace
-
     from omegaconf import OmegaConf
 
     from lrbatch.plan import Observation, SweepPlan
     from lrbatch.prepare import objective_direction
 
-    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
     pack = cfg.hardware.pack
-    if pack != "auto":
-        plan = replace(plan, pack=tuple((b, int(pack)) for b in plan.batch_sizes))
+    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg), pack)
     lines = [OmegaConf.to_yaml(cfg).rstrip()]
     if plan_steps:
         lines.append("# The plan's first trials in a new study (before any result):")

@@ -67,7 +67,7 @@ def describe_trial(trial: FrozenTrial, metric: str) -> str:
     if run.pack.get("trained_together", 1) > 1:
         extra = f", in a pack of {run.pack['trained_together']}"
     if run.oom_micro_batches:
-        extra = f", out of memory at micro-batch {run.oom_micro_batches}"
+        extra += f", out of memory at micro-batch {run.oom_micro_batches}"
     ended = _outcome(trial, run, metric)
     return f"#{trial.number} {what}: {ended}{took}{extra} [{worker_label(trial)}]"
 

@@ -66,6 +66,7 @@ __all__ = [
     "Shortfall",
     "SweepPlan",
     "Wait",
+    "same_point",
 ]
 
 _SAME = 1.01  # two learning rates within 1% are the same point
@@ -163,6 +164,13 @@ class Shortfall:
     best_lr: float | None = None
 
 
+def same_point(a: Proposal, b: Proposal) -> bool:
+    """Whether two proposals train the same trial (batch size, seed and lr to 1e-9)."""
+    return (a.batch_size, a.seed) == (b.batch_size, b.seed) and math.isclose(
+        a.lr, b.lr, rel_tol=1e-9
+    )
+
+
 def _same(a: float, b: float) -> bool:
     return max(a, b) / min(a, b) < _SAME
 
@@ -196,9 +204,11 @@ class SweepPlan:
     pack: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def from_config(cls, sweep: Any, direction: str = "minimize") -> SweepPlan:
-        """Build from the (validated) ``sweep`` config section."""
+    def from_config(cls, sweep: Any, direction: str = "minimize", pack: Any = 1) -> SweepPlan:
+        """Build from the (validated) ``sweep`` config section, with ``hardware.pack`` trials
+        trained together at every batch size (``auto``: none yet, the worker chooses each)."""
         batch_sizes = tuple(sorted({int(b) for b in sweep.batch_sizes}))
+        packs = () if pack == "auto" else tuple((b, int(pack)) for b in batch_sizes)
         return cls(
             batch_sizes=batch_sizes,
             base_batch=int(sweep.base_batch or batch_sizes[0]),
@@ -216,6 +226,7 @@ class SweepPlan:
             max_trials=int(sweep.max_trials),
             base_grid_per_decade=int(sweep.base_grid_per_decade),
             minimize=direction == "minimize",
+            pack=packs,
         )
 
     # -- public ---------------------------------------------------------------------------
@@ -505,7 +516,9 @@ class SweepPlan:
                     break
                 parts[0 if widths[0] >= widths[1] else 1] += 1
             for gap, n in zip(gaps, parts, strict=True):
-                if gap and n:
+                if gap and n == 1:  # (the midpoint, as one trial at a time computes it)
+                    steps.append((math.sqrt(gap[0] * gap[1]), "refine"))
+                elif gap and n:
                     ratio = gap[1] / gap[0]
                     steps += [(gap[0] * ratio ** (j / (n + 1)), "refine") for j in range(1, n + 1)]
         pack: list[Proposal] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -173,9 +173,7 @@ def prepare(cfg: DictConfig, *, record: bool = True, on_device: bool = True) -> 
         ConfigError: any bad input, before anything is created or trained.
     """
     validate(cfg)
-    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg))
-    if cfg.hardware.pack != "auto":  # (auto: chosen per batch size as the worker gets there)
-        plan = replace(plan, pack=tuple((b, int(cfg.hardware.pack)) for b in plan.batch_sizes))
+    plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg), cfg.hardware.pack)
     url = storage_url(cfg)
     check_storage(url)
     try:

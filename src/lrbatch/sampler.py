@@ -43,8 +43,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from lrbatch.plan import Finished, Observation, Proposal, SweepPlan, Wait
-from lrbatch.study_io import PROPOSAL_ATTR, observations, planned, point
+from lrbatch.plan import Finished, Observation, Proposal, SweepPlan, Wait, same_point
+from lrbatch.study_io import PROPOSAL_ATTR, observations, planned, point, trial_run
 
 __all__ = [
     "PARAMS",
@@ -64,36 +64,39 @@ _ORDER_TIMEOUT_S = 10.0  # ...and how long it waits for one that never records a
 
 def _retry(
     plan: SweepPlan, trials: Sequence[FrozenTrial], seen: list[Observation], exclude: int | None
-) -> Proposal | None:
-    """The point of the first trial that failed without an error of its own (killed,
-    interrupted, stale), that no running or finished trial covers since, and that is not
-    known to diverge by now."""
+) -> tuple[Proposal, ...]:
+    """The points of trials that failed without an error of their own (killed, interrupted,
+    stale), that no running or finished trial covers since, and that are not known to diverge
+    by now: the first such point, with the others at its batch size and seed (a pack that was
+    killed is retried as a pack), up to the pack size there."""
     taken = [p for t in trials if t.state in _ACTIVE and t.number != exclude and (p := point(t))]
+    retries: list[Proposal] = []
     for trial in trials:
-        if trial.state != TrialState.FAIL or "error" in trial.user_attrs:
+        if trial.state != TrialState.FAIL or trial_run(trial).error is not None:
             continue
         failed = point(trial)
         if failed is None or failed.reason.startswith("explore"):
             continue
+        if retries and (failed.batch_size, failed.seed) != (
+            retries[0].batch_size,
+            retries[0].seed,
+        ):
+            continue
         if plan.diverges(seen, failed.batch_size, failed.lr):
             continue
-        if not any(_same_point(failed, p) for p in taken):
+        if not any(same_point(failed, p) for p in [*taken, *retries]):
             reason = f"retry of #{trial.number}: {planned(failed.reason)}"
-            return Proposal(failed.batch_size, failed.lr, failed.seed, reason)
-    return None
-
-
-def _same_point(a: Proposal, b: Proposal) -> bool:
-    return (a.batch_size, a.seed) == (b.batch_size, b.seed) and math.isclose(
-        a.lr, b.lr, rel_tol=1e-9
-    )
+            retries.append(Proposal(failed.batch_size, failed.lr, failed.seed, reason))
+            if len(retries) >= plan.pack_size(failed.batch_size):
+                break
+    return tuple(retries)
 
 
 def next_pack(
     plan: SweepPlan, trials: Sequence[FrozenTrial], exclude: int | None = None
 ) -> tuple[Proposal, ...] | Wait | Finished:
-    """What the study needs next: a retry of a killed trial's point (alone), else
-    :meth:`SweepPlan.next_pack`.
+    """What the study needs next: a retry of killed trials' points (as a pack where they were
+    one), else :meth:`SweepPlan.next_pack`.
 
     Args:
         plan: the sweep's plan.
@@ -104,8 +107,9 @@ def next_pack(
     decision = plan.next_pack(seen)
     if isinstance(decision, Finished):
         return decision
-    retry = _retry(plan, trials, seen, exclude)
-    return (retry,) if retry is not None else decision
+    retries = _retry(plan, trials, seen, exclude)
+    left = plan.max_trials - len(seen)
+    return retries[: max(1, left)] if retries else decision
 
 
 def next_step(

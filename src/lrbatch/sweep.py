@@ -8,9 +8,10 @@ same way.
 
 The pool's processes are watched here. One killed from outside (SIGKILL, the kernel's OOM
 killer) has its running trials failed at once and is started again; the failed trials' points
-are retried first (:func:`lrbatch.sampler.next_step`). One whose trial raised an error, or
-that was given bad input, stops the sweep with the end of its log. Ctrl-C interrupts every
-worker (each fails its running trials), waits a few seconds, and kills those still running.
+are retried first, as a pack where they were one (:func:`lrbatch.sampler.next_pack`). One whose
+trial raised an error, or that was given bad input, stops the sweep with the end of its log.
+Ctrl-C interrupts every worker (each fails its running trials), waits a few seconds, and kills
+those still running.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from lrbatch.interrupts import Interrupts
 from lrbatch.plan import Finished, Observation, SweepPlan
 from lrbatch.pool import ProcessPool, start_server, tail
 from lrbatch.prepare import SLOT_ENV, objective_name, prepare, recorded_config, storage_url
-from lrbatch.sampler import next_step, observations
+from lrbatch.sampler import next_step
 from lrbatch.slots import Slot, worker_slots
 from lrbatch.storage import redact
-from lrbatch.study_io import ran_by, short_of_target
+from lrbatch.study_io import observations, ran_by, short_of_target
 from lrbatch.worker import EXIT_BAD_INPUT, EXIT_FAILED, PRELOAD, STORAGE_ENV, work
 
 __all__ = ["MAX_RESTARTS", "SweepOutcome", "WorkerFailed", "join_sweep", "run_sweep"]

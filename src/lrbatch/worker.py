@@ -22,7 +22,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig
@@ -31,13 +31,15 @@ from optuna.trial import Trial, TrialState
 from lrbatch import __version__
 from lrbatch._console import make_console, quiet_libraries
 from lrbatch.config import ConfigError
-from lrbatch.display import SweepProgress
-from lrbatch.plan import Finished, Proposal
+from lrbatch.plan import Finished, Proposal, same_point
 from lrbatch.pool import stop_with_parent
 from lrbatch.prepare import Worker, prepare, recorded_config
-from lrbatch.sampler import next_pack, observations, point
-from lrbatch.study_io import noise_user_attrs
+from lrbatch.sampler import next_pack
+from lrbatch.study_io import noise_user_attrs, observations, point
 from lrbatch.train import TrialResult, train_pack
+
+if TYPE_CHECKING:
+    from lrbatch.display import SweepProgress
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -143,6 +145,7 @@ def work(
 def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | None) -> str:
     poll = _POLL_MIN_S
     while trial_limit is None or worker.trained < trial_limit:
+        _fail_stale(worker)  # (a dead worker's trials: failed, to be retried)
         trials = worker.study.get_trials(deepcopy=False)
         if progress is not None:
             progress.update(trials)
@@ -150,13 +153,14 @@ def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | Non
         if isinstance(decision, Finished):
             return decision.why
         if not isinstance(decision, tuple):  # other workers' trials are running
-            _fail_stale(worker.study)
             with worker.interrupts.allowed():
                 time.sleep(poll)
             poll = min(2 * poll, _POLL_MAX_S)
             continue
         poll = _POLL_MIN_S
-        if _choose_pack(worker, decision[0].batch_size):
+        with worker.interrupts.allowed():  # (no trial exists yet: Ctrl-C may land at once)
+            chose = _choose_pack(worker, decision[0].batch_size)
+        if chose:
             continue  # (asked again with the pack size chosen there)
         left = None if trial_limit is None else trial_limit - worker.trained
         pack = decision[:left]
@@ -188,11 +192,26 @@ def _choose_pack(worker: Worker, batch: int) -> bool:
     return True
 
 
-def _fail_stale(study: optuna.Study) -> None:
+def _fail_stale(worker: Worker) -> None:
     """Fail trials whose worker went silent past the heartbeat grace period (retried)."""
+    if _heartbeat_interval(worker) is None:
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(worker.study)
+
+
+def _heartbeat_interval(worker: Worker) -> int | None:
+    """Seconds between heartbeats where the storage keeps them (RDB storage), else None."""
+    storage: Any = worker.storage
+    return storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+
+
+def _beat(worker: Worker, trial: Trial) -> None:
+    """Record one heartbeat of ``trial`` (a storage error is let go: the next beat retries)."""
+    storage: Any = worker.storage
+    with contextlib.suppress(Exception):
+        storage.record_heartbeat(trial._trial_id)
 
 
 def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -> None:
@@ -206,6 +225,8 @@ def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -
                 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
                 trial = study.ask()
             members.append(trial)
+            if _heartbeat_interval(worker):  # (a worker killed from here on: found stale)
+                _beat(worker, trial)
             trial.set_user_attr("worker", identity)  # first: whose trial, if this dies
             _suggest(trial, worker)
         members = _keep_untaken(worker, members)
@@ -231,12 +252,18 @@ def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -
             )
     except BaseException as error:
         for trial in members:  # (interrupted or killed: no error of its own, so retried)
+            if _finished(worker, trial):
+                continue
             if isinstance(error, Exception):
                 trial.set_user_attr("error", f"{type(error).__name__}: {error}")
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
+    finally:
+        worker.sampler.assign((), None)  # (no point left over for a later trial)
     numbers = [trial.number for trial in members]
     for k, (trial, result) in enumerate(zip(members, results, strict=True)):
+        if _finished(worker, trial):  # failed as stale meanwhile (this worker was silent)
+            continue  # (and retried by others: its result is let go)
         _record(trial, result, numbers, worker.pack_choices.get(first.batch_size))
         try:
             value = trial_value(worker.cfg, result)
@@ -249,6 +276,11 @@ def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -
         worker.trained += 1
 
 
+def _finished(worker: Worker, trial: Trial) -> bool:
+    """Whether the study already holds the trial as finished (failed as stale, say)."""
+    return bool(worker.storage.get_trial(trial._trial_id).state.is_finished())
+
+
 def _suggest(trial: Trial, worker: Worker) -> None:
     """The trial's parameters: the point the sampler was assigned (recorded at once)."""
     plan = worker.plan
@@ -259,10 +291,16 @@ def _suggest(trial: Trial, worker: Worker) -> None:
 
 def _keep_untaken(worker: Worker, members: list[Trial]) -> list[Trial]:
     """The members whose point no lower-numbered trial of another worker took meanwhile (it
-    read the study before these were created); the others end pruned, with the reason. Two
-    workers that chose the same point keep it once: the lower trial number wins."""
+    read the study before these were created), and that the trial budget still allows; the
+    others end pruned, with the reason. Two workers that chose the same point keep it once:
+    the lower trial number wins; so does the budget (``sweep.max_trials``)."""
     ours = {trial.number for trial in members}
     trials = worker.sampler.after_earlier_trials(worker.study, max(ours))
+    active = sorted(
+        t.number
+        for t in trials
+        if t.state in (TrialState.RUNNING, TrialState.COMPLETE) and point(t) is not None
+    )
     others = [
         (trial.number, where)
         for trial in trials
@@ -274,20 +312,16 @@ def _keep_untaken(worker: Worker, members: list[Trial]) -> list[Trial]:
     for trial in members:
         mine = worker.sampler.proposal(trial.number)
         taken = mine is not None and any(
-            number < trial.number and _same_point(mine, where) for number, where in others
+            number < trial.number and same_point(mine, where) for number, where in others
         )
-        if taken:
-            trial.set_user_attr("reason", "skipped: another worker took this point")
+        over = sum(number < trial.number for number in active) >= worker.plan.max_trials
+        if taken or over:
+            why = "another worker took this point" if taken else "sweep.max_trials reached"
+            trial.set_user_attr("reason", f"skipped: {why}")
             worker.study.tell(trial, state=TrialState.PRUNED)
         else:
             kept.append(trial)
     return kept
-
-
-def _same_point(a: Proposal, b: Proposal) -> bool:
-    return (a.batch_size, a.seed) == (b.batch_size, b.seed) and math.isclose(
-        a.lr, b.lr, rel_tol=1e-9
-    )
 
 
 def _record(trial: Trial, result: TrialResult, pack: list[int], chosen: str | None) -> None:
@@ -311,8 +345,7 @@ def _heartbeats(worker: Worker, trials: Sequence[Trial]) -> Iterator[None]:
     """While training: each trial's heartbeat, where the storage keeps them (RDB storage with
     ``study.heartbeat_interval``), so that a worker that goes silent has its trials failed
     and retried by the others after the grace period."""
-    storage: Any = worker.storage
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    interval = _heartbeat_interval(worker)
     if not interval:
         yield
         return
@@ -321,7 +354,7 @@ def _heartbeats(worker: Worker, trials: Sequence[Trial]) -> Iterator[None]:
     def beat() -> None:
         while True:
             for trial in trials:
-                storage.record_heartbeat(trial._trial_id)
+                _beat(worker, trial)
             if stop.wait(interval):
                 return
 
