@@ -61,8 +61,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per trial")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bf16")
     args = parser.parse_args()
-    lrs = LRS[: args.members]
+    # (more members than LRS: log-spaced between its ends)
+    lrs = (
+        LRS[: args.members]
+        if args.members <= len(LRS)
+        else tuple(
+            LRS[0] * (LRS[-1] / LRS[0]) ** (k / (args.members - 1)) for k in range(args.members)
+        )
+    )
 
     print(f"# {datetime.now():%Y-%m-%d %H:%M}, {cpu_model()}, {os.cpu_count()} cores, ", end="")
     print(f"torch {torch.__version__}, Python {platform.python_version()}")
@@ -73,7 +81,7 @@ def main() -> None:
     print(f"{'model':<8}{'batch':>6}{'pack s':>9}{'alone s':>9}{'ratio':>8}{'val_loss diff':>15}")
     for model in args.models:
         overrides = [
-            "hardware.accelerator=cpu",
+            "hardware=gpu" if args.device == "cuda" else "hardware.accelerator=cpu",
             f"hardware.threads={args.threads}",
             "budget=steps",
             f"budget.steps={args.steps}",
