@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -56,6 +57,7 @@ from lrbatch.study_io import (
     NoiseRun,
     load_points,
     noise_records,
+    outcome,
     recorded_noise_run,
     sweep_anchor,
 )
@@ -455,6 +457,7 @@ def _write_trials(study: optuna.Study, path: Path) -> Path:
         writer.writerow(columns)
         for t in study.get_trials(deepcopy=False):
             a = t.user_attrs
+            ended = outcome(t) if t.state == TrialState.COMPLETE else None
             writer.writerow(
                 [
                     t.number,
@@ -463,8 +466,8 @@ def _write_trials(study: optuna.Study, path: Path) -> Path:
                     t.params.get("lr"),
                     t.params.get("seed"),
                     t.value,
-                    a.get("diverged"),
-                    a.get("reached_target"),
+                    None if ended is None else ended.diverged,
+                    None if ended is None else ended.reached_target,
                     a.get("reason"),
                     a.get("steps"),
                     a.get("samples"),
