@@ -568,6 +568,7 @@ def test_the_worker_server_is_started_ignoring_ctrl_c() -> None:
     from lrbatch.pool import sigint_ignored_by_children as _sigint_ignored_by_children
 
     show = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a terminal, not a job)
     with _sigint_ignored_by_children():
         child = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True)
     assert child.stdout.strip() == "True"

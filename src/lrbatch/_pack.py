@@ -170,10 +170,13 @@ class _Layered(Pack):
         if layout == "shared":  # one matmul for every member: [N, F] @ [F, K*H]
             out = F.linear(value, weight.flatten(0, 1), None if bias is None else bias.flatten())
             return out.view(len(value), self.size, -1).transpose(0, 1)
-        stacked = self._stacked(value, layout)
+        # As [K, H, N] = W @ xᵀ (then seen as [K, N, H]): the weights' gradient then comes out
+        # in their own layout, [K, H, F], instead of transposed, which autograd would copy into
+        # place at every step (measured: half of a small MLP pack's step on a CPU core).
+        inputs = self._stacked(value, layout).transpose(1, 2)
         if bias is None:
-            return torch.bmm(stacked, weight.transpose(1, 2))
-        return torch.baddbmm(bias.unsqueeze(1), stacked, weight.transpose(1, 2))
+            return torch.bmm(weight, inputs).transpose(1, 2)
+        return torch.baddbmm(bias.unsqueeze(2), weight, inputs).transpose(1, 2)
 
     def _conv(self, conv: nn.Conv1d | nn.Conv2d, prefix: str, value: torch.Tensor, layout: str):
         weight, bias = self._stacks[prefix + "weight"], self._stacks.get(prefix + "bias")
