@@ -33,7 +33,11 @@ def _duration(seconds: float) -> str:
 
 def worker_label(trial: FrozenTrial) -> str:
     """Which worker trains (trained) a trial: ``host:pid`` and its device slot."""
-    worker = trial_run(trial).worker
+    return _worker_label(trial_run(trial))
+
+
+def _worker_label(run: TrialRun) -> str:
+    worker = run.worker
     if not worker:
         return "—"
     return f"{worker.get('host')}:{worker.get('pid')} {worker.get('slot', '')}".strip()
@@ -53,9 +57,10 @@ def _outcome(trial: FrozenTrial, run: TrialRun, metric: str) -> str:
     return f"{metric} {value:.4g}" if math.isfinite(value) else "no value"
 
 
-def describe_trial(trial: FrozenTrial, metric: str) -> str:
-    """One line for a finished trial: its number, point, reason, outcome, time and worker."""
-    run = trial_run(trial)
+def describe_trial(trial: FrozenTrial, metric: str, run: TrialRun | None = None) -> str:
+    """One line for a finished trial: its number, point, reason, outcome, time and worker
+    (``run``: its :func:`trial_run`, if read already)."""
+    run = run or trial_run(trial)
     where = run.point
     what = (
         f"B={where.batch_size} lr={format_lr(where.lr)} seed={where.seed} ({where.reason})"
@@ -69,12 +74,11 @@ def describe_trial(trial: FrozenTrial, metric: str) -> str:
     if run.oom_micro_batches:
         extra += f", out of memory at micro-batch {run.oom_micro_batches}"
     ended = _outcome(trial, run, metric)
-    return f"#{trial.number} {what}: {ended}{took}{extra} [{worker_label(trial)}]"
+    return f"#{trial.number} {what}: {ended}{took}{extra} [{_worker_label(run)}]"
 
 
-def _pack_notes(trial: FrozenTrial) -> list[str]:
+def _pack_notes(run: TrialRun) -> list[str]:
     """How a trial's pack was chosen, and why its pack trained one at a time, if it did."""
-    run = trial_run(trial)
     notes = []
     if run.pack.get("chosen") and run.point is not None:
         where = f" at B={run.point.batch_size}" if run.pack.get("trained_together", 1) > 1 else ""
@@ -134,11 +138,12 @@ class SweepProgress:
             if trial.number in self._reported:
                 continue
             self._reported.add(trial.number)
-            for note in _pack_notes(trial):
+            run = trial_run(trial)
+            for note in _pack_notes(run):
                 if note not in self._notes:
                     self._notes.add(note)
                     self._console.print(note, highlight=False, markup=False)
-            self._last = describe_trial(trial, self._metric)
+            self._last = describe_trial(trial, self._metric, run)
             if self._live is None:
                 self._console.print(self._last, highlight=False)
         if self._live is not None:

@@ -299,10 +299,6 @@ class ProcessPool:
         self.members.append(member)
         return member
 
-    def running(self) -> bool:
-        """Whether any process still runs."""
-        return any(m.child.poll() is None for m in self.members)
-
     def exited(self) -> list[Exited]:
         """The processes that ended since the last call, no longer watched."""
         ended = []

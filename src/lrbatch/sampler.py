@@ -44,7 +44,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbatch.plan import Finished, Observation, Proposal, SweepPlan, Wait, same_point
-from lrbatch.study_io import PROPOSAL_ATTR, observations, planned, point, trial_run
+from lrbatch.study_io import PROPOSAL_ATTR, observations, placed, planned, point, trial_run
 
 __all__ = [
     "PARAMS",
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 PARAMS = ("batch_size", "lr", "seed")
-_ACTIVE = (TrialState.COMPLETE, TrialState.RUNNING)
 _ORDER_POLL_S = 0.02  # how often a sampler looks whether lower-numbered trials have a point
 _ORDER_TIMEOUT_S = 10.0  # ...and how long it waits for one that never records any
 
@@ -69,7 +68,7 @@ def _retry(
     stale), that no running or finished trial covers since, and that are not known to diverge
     by now: the first such point, with the others at its batch size and seed (a pack that was
     killed is retried as a pack), up to the pack size there."""
-    taken = [p for t in trials if t.state in _ACTIVE and t.number != exclude and (p := point(t))]
+    taken = [where for number, where in placed(trials) if number != exclude]
     retries: list[Proposal] = []
     for trial in trials:
         if trial.state != TrialState.FAIL or trial_run(trial).error is not None:

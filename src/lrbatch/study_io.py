@@ -62,6 +62,7 @@ __all__ = [
     "observations",
     "open_study",
     "outcome",
+    "placed",
     "point",
     "ran_by",
     "record_noise_run",
@@ -132,6 +133,14 @@ def point(trial: FrozenTrial) -> Proposal | None:
 def planned(reason: str) -> str:
     """The plan's reason for a point: ``bracket`` for ``retry of #12: bracket``."""
     return reason.split(": ", 1)[1] if reason.startswith("retry of #") else reason
+
+
+def placed(trials: Iterable[FrozenTrial]) -> list[tuple[int, Proposal]]:
+    """(number, :func:`point`) of every running or complete trial with a point: the points
+    the study has taken."""
+    return [
+        (t.number, where) for t in trials if t.state in _ACTIVE and (where := point(t)) is not None
+    ]
 
 
 def observations(trials: Iterable[FrozenTrial], exclude: int | None = None) -> list[Observation]:

@@ -179,7 +179,7 @@ class _Workers:
                     if shares[index] != 0:
                         self._start(slot, index, shares[index])
                 shown = -math.inf
-                while self._pool.running() or self._pool.members:
+                while self._pool.members:  # (those not yet seen to end)
                     interrupts.check()
                     if time.monotonic() - shown >= _SHOW_S:
                         progress.update(self._study.get_trials(deepcopy=False))

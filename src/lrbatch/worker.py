@@ -35,7 +35,7 @@ from lrbatch.plan import Finished, Proposal, same_point
 from lrbatch.pool import stop_with_parent
 from lrbatch.prepare import Worker, prepare, recorded_config
 from lrbatch.sampler import next_pack
-from lrbatch.study_io import noise_user_attrs, observations, point
+from lrbatch.study_io import noise_user_attrs, observations, placed
 from lrbatch.train import TrialResult, train_pack
 
 if TYPE_CHECKING:
@@ -176,7 +176,8 @@ def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | Non
 def _choose_pack(worker: Worker, batch: int) -> bool:
     """With ``hardware.pack=auto``, the first time the plan works at ``batch``: measure how
     many trials train there together fastest (:func:`lrbatch.packing.choose_pack`) and give
-    the plan that pack size. Returns whether it chose (the plan is then asked again)."""
+    the plan that pack size. Returns whether that changed the pack size there from 1 (the
+    plan is then asked again)."""
     if worker.cfg.hardware.pack != "auto" or batch in dict(worker.plan.pack):
         return False
     if worker.fabric.device.type == "cpu":
@@ -189,7 +190,7 @@ def _choose_pack(worker: Worker, batch: int) -> bool:
         size, why = choice.size, choice.why
     worker.plan = replace(worker.plan, pack=(*worker.plan.pack, (batch, size)))
     worker.pack_choices[batch] = why
-    return True
+    return size != 1
 
 
 def _fail_stale(worker: Worker) -> None:
@@ -235,9 +236,9 @@ def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -
         first = pack[0]
         lrs = [trial.params["lr"] for trial in members]
         for trial in members:
-            reason = worker.sampler.proposal(trial.number) or first
+            proposal = worker.sampler.proposal(trial.number) or first
             # (the sampler recorded base_lr, η0 the rules were anchored at, and predictions)
-            trial.set_user_attr("reason", reason.reason)
+            trial.set_user_attr("reason", proposal.reason)
             trial.set_user_attr("effective_batch", first.batch_size)
             trial.set_user_attr("seed", first.seed)
             trial.set_user_attr("lrbatch_version", __version__)
@@ -295,33 +296,21 @@ def _keep_untaken(worker: Worker, members: list[Trial]) -> list[Trial]:
     others end pruned, with the reason. Two workers that chose the same point keep it once:
     the lower trial number wins; so does the budget (``sweep.max_trials``)."""
     ours = {trial.number for trial in members}
-    trials = worker.sampler.after_earlier_trials(worker.study, max(ours))
-    active = sorted(
-        t.number
-        for t in trials
-        if t.state in (TrialState.RUNNING, TrialState.COMPLETE) and point(t) is not None
-    )
-    others = [
-        (trial.number, where)
-        for trial in trials
-        if trial.number not in ours
-        and trial.state in (TrialState.RUNNING, TrialState.COMPLETE)
-        and (where := point(trial)) is not None
-    ]
-    kept = []
+    taken = placed(worker.sampler.after_earlier_trials(worker.study, max(ours)))
+    dropped: set[int] = set()
     for trial in members:
         mine = worker.sampler.proposal(trial.number)
-        taken = mine is not None and any(
-            number < trial.number and same_point(mine, where) for number, where in others
+        earlier = [(n, where) for n, where in taken if n < trial.number and n not in dropped]
+        took = mine is not None and any(
+            n not in ours and same_point(mine, where) for n, where in earlier
         )
-        over = sum(number < trial.number for number in active) >= worker.plan.max_trials
-        if taken or over:
-            why = "another worker took this point" if taken else "sweep.max_trials reached"
+        over = len(earlier) >= worker.plan.max_trials
+        if took or over:
+            why = "another worker took this point" if took else "sweep.max_trials reached"
             trial.set_user_attr("reason", f"skipped: {why}")
             worker.study.tell(trial, state=TrialState.PRUNED)
-        else:
-            kept.append(trial)
-    return kept
+            dropped.add(trial.number)
+    return [trial for trial in members if trial.number not in dropped]
 
 
 def _record(trial: Trial, result: TrialResult, pack: list[int], chosen: str | None) -> None:
