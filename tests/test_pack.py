@@ -67,6 +67,23 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on_unaffected() -> None:
         assert_same(result, train(cfg, 32, lr, seed=0))
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "lrs", "stopped"),
+    [("momentum", [0.1, 20.0, 60.0], [12, 3, 2]), ("adam", [0.003, 3.0, 30.0], [12, 2, 2])],
+)
+def test_members_left_in_a_shrinking_pack_keep_their_optimizer_state(
+    optimizer: str, lrs: list[float], stopped: list[int]
+) -> None:
+    # Members leave at different steps (momentum: 3 -> 2 -> 1 member), the last one alone but
+    # still stepped by the pack's optimizer step, with the momentum/averages it had.
+    cfg = load_config(overrides=[*SMALL, f"optimizer={optimizer}", "budget.check_every=1"])
+    packed = train_pack(cfg, 32, lrs, seed=0)
+    assert [r.steps for r in packed] == stopped
+    assert [r.diverged for r in packed] == [False, True, True]
+    for lr, result in zip(lrs, packed, strict=True):
+        assert_same(result, train(cfg, 32, lr, seed=0))
+
+
 CONVOLUTIONAL = {
     "cnn": ["model=cnn", "model.channels=[4,8]", "model.hidden=16"],
     "resnet": [

@@ -66,7 +66,8 @@ class Pack:
         self.size = len(self.members)
         self._stacks: dict[str, torch.Tensor] = {}  # parameter name -> leaf [K, ...]
         self._buffers: dict[str, torch.Tensor] = {}  # buffer name -> [K, ...]
-        if self.size == 1:
+        self._shared = False  # whether the members' parameters hold rows of the stacked grads
+        if type(self) is Pack:  # a model alone, as it is
             return
         named = [dict(m.named_parameters()) for m in self.members]
         for name in named[0]:
@@ -82,11 +83,23 @@ class Pack:
             for k, owner in enumerate(owners):
                 setattr(owner, attr, stacked[k])  # updated in place by the packed forward
             self._buffers[name] = stacked
-        self._params = [list(named_k[n] for n in self._stacks) for named_k in named]
+        self._params: list[list[torch.Tensor]] = [
+            [named_k[n] for n in self._stacks] for named_k in named
+        ]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's outputs for the same inputs ``x``: ``[K, N, ...]``."""
         return self.members[0](x).unsqueeze(0)
+
+    @property
+    def stacks(self) -> list[torch.Tensor]:
+        """The stacked parameters, ``[K, ...]`` each, in the members' parameter order (none for
+        a model alone)."""
+        return list(self._stacks.values())
+
+    def params(self, k: int) -> list[torch.Tensor]:
+        """Member ``k``'s parameters, in the order of :attr:`stacks`."""
+        return self._params[k] if self._stacks else []
 
     def share_grads(self) -> None:
         """After a backward pass: each member's parameters get their rows of the stacked grads."""
@@ -94,11 +107,17 @@ class Pack:
             grad = stack.grad
             for k in range(self.size):
                 self._params[k][j].grad = None if grad is None else grad[k]
+        self._shared = bool(self._stacks)
 
     def zero_grad(self) -> None:
-        """Forget the stacked gradients (each member's optimizer forgets its own)."""
+        """Forget the stacked gradients, and the members' rows of them."""
         for stack in self._stacks.values():
             stack.grad = None
+        if self._shared:
+            for params in self._params:
+                for param in params:
+                    param.grad = None
+            self._shared = False
 
 
 class _Layered(Pack):
@@ -266,13 +285,14 @@ class _Vmapped(Pack):
         return self._call(self._stacks, self._buffers, x)
 
 
-def pack_models(members: Sequence[nn.Module]) -> Pack:
+def pack_models(members: Sequence[nn.Module], stacked: bool = False) -> Pack:
     """The members as one :class:`Pack` (they must be copies of one model, same structure).
 
     The shipped models get their written-out packed forward, any other model ``vmap``; neither
-    is checked here (:func:`check_pack`).
+    is checked here (:func:`check_pack`). One member is its model as it is, unless ``stacked``
+    (a pack that shrank to one member keeps its stacks and its packed optimizer step).
     """
-    if len(members) == 1:
+    if len(members) == 1 and not stacked:
         return Pack(members)
     if isinstance(members[0], MLP | CNN | ResNet):
         return _Layered(members)

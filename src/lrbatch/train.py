@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from lrbatch._pack import Pack, check_pack, pack_models
+from lrbatch._packopt import packed_step
 from lrbatch._trial import (
     ModelDoesNotFitError,
     Probe,
@@ -164,8 +165,18 @@ def _member_losses(
     if custom:  # a user's LightningModule computes its own loss (never packed: one member)
         out = cast(Any, pack.members[0]).training_step((x, y), step)
         return (out["loss"] if isinstance(out, dict) else out).reshape(1)
-    loss = F.cross_entropy if task == "classification" else F.mse_loss
-    return torch.stack([loss(outputs, y) for outputs in pack(x)])
+    outputs = pack(x)  # [K, N, ...]
+    if len(outputs) == 1:
+        loss = F.cross_entropy if task == "classification" else F.mse_loss
+        return loss(outputs[0], y).reshape(1)
+    # every member at once: the same per-example losses, each member's mean over its own
+    k = len(outputs)
+    if task == "classification":
+        targets = y.expand(k, *y.shape).flatten(0, 1)
+        each = F.cross_entropy(outputs.flatten(0, 1), targets, reduction="none")
+    else:
+        each = F.mse_loss(outputs, y.expand_as(outputs), reduction="none")
+    return each.reshape(k, -1).mean(1)
 
 
 def _train_once(
@@ -228,6 +239,12 @@ def _train_once(
         )
         members.append(_Member(row, lr, model.train(), optimizer, noise))
     pack = pack_models([member.model for member in members])
+    # every member's optimizer step at once where it is written out (else one at a time)
+    stepper = packed_step(
+        [cast(Any, m.optimizer).optimizer for m in members],
+        pack.stacks,
+        [pack.params(k) for k in range(len(members))],
+    )
     halves = math.ceil(batch_size / 2)  # a measured step without accumulation: two halves
 
     # The order of examples depends on the seed alone: a fresh permutation each epoch, read as
@@ -278,11 +295,15 @@ def _train_once(
     for step in range(1, max_steps + 1):
         first = (step - 1) * batch_size
         factor = lr_factor(schedule, first, total_samples)
-        for member in members:
-            for group in member.optimizer.param_groups:
-                group["lr"] = member.lr * factor
+        if stepper is None:
+            for member in members:
+                for group in member.optimizer.param_groups:
+                    group["lr"] = member.lr * factor
         indices = order[first : first + batch_size]
-        measuring = step in members[0].noise.measured_steps  # a few dozen steps of the trial
+        noise = members[0].noise
+        measuring = step in noise.measured_steps  # a few dozen steps of the trial
+        # each member's own gradient: for its optimizer, or where its noise record reads it
+        sharing = stepper is None or measuring or step in noise.curve_steps
         if accumulation > 1:
             chunks = indices.split(micro)
         else:
@@ -294,15 +315,19 @@ def _train_once(
             if len(chunks) > 1:  # each piece's share of the mean over the effective batch
                 losses = losses.float() * (len(chunk) / batch_size)
             fabric.backward(losses.sum())  # members share no parameter: each its own gradient
-            pack.share_grads()
+            if sharing:
+                pack.share_grads()
             step_losses[rows, step - 1] += losses.detach()
             if measuring:
                 for member in members:
                     member.noise.piece_done(len(chunk))
         for member in members:
             member.noise.step_done(step)
-            member.optimizer.step()
-            member.optimizer.zero_grad(set_to_none=True)
+            if stepper is None:
+                member.optimizer.step()
+                member.optimizer.zero_grad(set_to_none=True)
+        if stepper is not None:
+            stepper.step([member.lr * factor for member in members])
         pack.zero_grad()
         if probe is not None and step in probe.steps:
             probe.call(step, loss_fn, members[0].noise.params)
@@ -322,10 +347,12 @@ def _train_once(
                     if target_met(member.metrics[metric_name], target, direction):
                         finish(member, diverged=False, reached=True)
         if len(results) > len(lrs) - len(members):  # members stopped: the rest go on as a pack
-            members = [member for member in members if member.row not in results]
+            kept = [k for k, member in enumerate(members) if member.row not in results]
+            members = [members[k] for k in kept]
             if not members:
                 break
-            pack = pack_models([member.model for member in members])
+            pack = pack_models([member.model for member in members], stacked=stepper is not None)
+            stepper = None if stepper is None else stepper.keep(kept, pack.stacks)
             rows = torch.tensor([member.row for member in members], device=fabric.device)
     for member in members:
         if member.row not in results:
