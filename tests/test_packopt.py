@@ -85,6 +85,31 @@ def test_packed_steps_give_each_member_its_own_optimizers_numbers(case: str) -> 
     assert min(moved) > 1e-4  # the steps did move every stack
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_a_model_alone_steps_as_its_own_optimizer_would(case: str) -> None:
+    """One optimizer and no stacks: the same step over the model's own parameters (a scalar
+    parameter included), each number its optimizer's."""
+    kind, options = CASES[case]
+    torch.manual_seed(0)
+    own = [torch.nn.Parameter(torch.randn(shape)) for shape in [(6, 5), (6,), ()]]
+    leaves = [torch.nn.Parameter(p.detach().clone()) for p in own]
+    stepper = packed_step([kind(own, lr=LRS[1], **options)], [], [own])
+    assert stepper is not None and not stepper.stacked
+    reference = kind(leaves, lr=LRS[1], **options)
+    for step in range(1, 7):
+        factor = 1.0 if step < 4 else 0.5
+        for param, leaf, grad in zip(own, leaves, grads(own, step), strict=True):
+            param.grad, leaf.grad = grad, grad.clone()
+        reference.param_groups[0]["lr"] = LRS[1] * factor
+        reference.step()
+        stepper.step([LRS[1] * factor])
+        for param, leaf in zip(own, leaves, strict=True):
+            torch.testing.assert_close(param.detach(), leaf.detach(), rtol=1e-6, atol=1e-7)
+    torch.manual_seed(0)
+    starts = [torch.randn(shape) for shape in [(6, 5), (6,), ()]]
+    assert min(float((p.detach() - s).abs().max()) for p, s in zip(own, starts, strict=True)) > 1e-4
+
+
 def test_a_smaller_pack_keeps_its_members_optimizer_state() -> None:
     kind, options = CASES["adam amsgrad decay"]
     stacks, params, optimizers = members(kind, options)

@@ -67,6 +67,7 @@ class Pack:
         self._stacks: dict[str, torch.Tensor] = {}  # parameter name -> leaf [K, ...]
         self._buffers: dict[str, torch.Tensor] = {}  # buffer name -> [K, ...]
         self._shared = False  # whether the members' parameters hold rows of the stacked grads
+        self._params: list[list[torch.Tensor]] = [list(self.members[0].parameters())]
         if type(self) is Pack:  # a model alone, as it is
             return
         named = [dict(m.named_parameters()) for m in self.members]
@@ -83,9 +84,7 @@ class Pack:
             for k, owner in enumerate(owners):
                 setattr(owner, attr, stacked[k])  # updated in place by the packed forward
             self._buffers[name] = stacked
-        self._params: list[list[torch.Tensor]] = [
-            [named_k[n] for n in self._stacks] for named_k in named
-        ]
+        self._params = [[named_k[n] for n in self._stacks] for named_k in named]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's outputs for the same inputs ``x``: ``[K, N, ...]``."""
@@ -98,8 +97,8 @@ class Pack:
         return list(self._stacks.values())
 
     def params(self, k: int) -> list[torch.Tensor]:
-        """Member ``k``'s parameters, in the order of :attr:`stacks`."""
-        return self._params[k] if self._stacks else []
+        """Member ``k``'s parameters, in the order of :attr:`stacks` (a model alone: its own)."""
+        return self._params[k]
 
     def share_grads(self) -> None:
         """After a backward pass: each member's parameters get their rows of the stacked grads."""
@@ -110,10 +109,11 @@ class Pack:
         self._shared = bool(self._stacks)
 
     def zero_grad(self) -> None:
-        """Forget the stacked gradients, and the members' rows of them."""
+        """Forget the stacked gradients, and the members' rows of them (a model alone: its
+        parameters' gradients)."""
         for stack in self._stacks.values():
             stack.grad = None
-        if self._shared:
+        if self._shared or not self._stacks:
             for params in self._params:
                 for param in params:
                     param.grad = None

@@ -88,9 +88,14 @@ class PackedStep:
     """
 
     def __init__(
-        self, kind: type, settings: dict[str, Any], stacks: Sequence[torch.Tensor]
+        self,
+        kind: type,
+        settings: dict[str, Any],
+        stacks: Sequence[torch.Tensor],
+        stacked: bool = True,
     ) -> None:
         self.kind, self.settings, self.stacks = kind, settings, list(stacks)
+        self.stacked = stacked  # False: one model's own parameters, no member dimension
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.stacks]
         self.steps = 0
         self._update: Callable[[torch.Tensor, torch.Tensor, dict, list[float]], None] = {
@@ -114,6 +119,7 @@ class PackedStep:
 
     def keep(self, rows: Sequence[int], stacks: Sequence[torch.Tensor]) -> PackedStep:
         """The step for a smaller pack: members ``rows`` of this one, over the new ``stacks``."""
+        assert self.stacked, "a model alone does not shrink"
         kept = PackedStep(self.kind, self.settings, stacks)
         kept.steps = self.steps
         index = torch.tensor(list(rows), device=self.stacks[0].device)
@@ -129,14 +135,21 @@ class PackedStep:
             if len(self._columns) > 64:
                 self._columns.clear()
             column = torch.tensor(lrs, dtype=like.dtype, device=like.device)
-            column = self._columns[key] = column.view(-1, *[1] * (like.dim() - 1))
+            shape = [-1, *[1] * (like.dim() - 1)] if self.stacked else [1] * like.dim()
+            column = self._columns[key] = column.view(shape)
         return column
 
-    @staticmethod
     def _per_member(
-        function: Callable[..., Any], target: torch.Tensor, *others: torch.Tensor, scalars: list
+        self,
+        function: Callable[..., Any],
+        target: torch.Tensor,
+        *others: torch.Tensor,
+        scalars: list,
     ) -> None:
         """``target[k].function(others[k]..., value=scalars[k])`` for each member, in one call."""
+        if not self.stacked:  # (one member: the whole tensor is its)
+            function([target], *[[o] for o in others], scalars)
+            return
         function(list(target.unbind(0)), *[list(o.unbind(0)) for o in others], scalars)
 
     def _sgd(self, param: torch.Tensor, grad: torch.Tensor, state: dict, lrs: list[float]) -> None:
@@ -245,18 +258,27 @@ def packed_step(
 ) -> PackedStep | None:
     """One step for all of a pack's members, or None where they must step one at a time.
 
+    A model alone (one optimizer, no stacks) gets the same step over its own parameters: the
+    arithmetic of its optimizer without ``torch.optim``'s per-step bookkeeping (~0.1 ms a step
+    on a CPU core, a tenth of a small MLP's step at batch 16), and the same numbers as it has
+    in a pack.
+
     Args:
         optimizers: the members' own optimizers (Fabric's wrappers unwrapped), with no step
             taken yet.
-        stacks: the pack's parameter stacks, ``[K, ...]``, K = the number of optimizers.
+        stacks: the pack's parameter stacks, ``[K, ...]``, K = the number of optimizers (none:
+            a model alone).
         params: member k's parameters (rows of ``stacks``), in the order of ``stacks``; its
             optimizer must hold exactly these, in one group.
 
     Returns:
-        The packed step, or None: fewer than 2 members, an optimizer or option it does not write
-        out (see the module's docstring), members whose settings differ, or parameters in 16 bits.
+        The packed step, or None: no members, an optimizer or option it does not write out
+        (see the module's docstring), members whose settings differ, or parameters in 16 bits.
     """
-    if len(optimizers) < 2 or not stacks or len(params) != len(optimizers):
+    alone = len(optimizers) == 1 and not stacks and len(params) == 1
+    if alone:
+        stacks = params[0]
+    if not optimizers or not stacks or len(params) != len(optimizers):
         return None
     kinds = {type(optimizer) for optimizer in optimizers}
     settings = [_settings(optimizer) for optimizer in optimizers]
@@ -270,4 +292,4 @@ def packed_step(
             return None
         if any(a is not b for a, b in zip(held, own, strict=True)):
             return None
-    return PackedStep(kinds.pop(), settings[0], stacks)
+    return PackedStep(kinds.pop(), settings[0], stacks, stacked=not alone)

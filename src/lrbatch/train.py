@@ -239,11 +239,16 @@ def _train_once(
         )
         members.append(_Member(row, lr, model.train(), optimizer, noise))
     pack = pack_models([member.model for member in members])
-    # every member's optimizer step at once where it is written out (else one at a time)
-    stepper = packed_step(
-        [cast(Any, m.optimizer).optimizer for m in members],
-        pack.stacks,
-        [pack.params(k) for k in range(len(members))],
+    # every member's optimizer step at once where it is written out (else one at a time; and
+    # float16's loss scale steps through Fabric's optimizer, which unscales and skips)
+    stepper = (
+        packed_step(
+            [cast(Any, m.optimizer).optimizer for m in members],
+            pack.stacks,
+            [pack.params(k) for k in range(len(members))],
+        )
+        if scaler is None
+        else None
     )
     halves = math.ceil(batch_size / 2)  # a measured step without accumulation: two halves
 
