@@ -113,7 +113,7 @@ def test_outside_the_main_thread_nothing_is_taken_over() -> None:
 
 @pytest.fixture
 def worker(workdir: Path) -> Any:
-    return prepare(load_config(SMOKE, TINY))
+    return prepare(load_config(SMOKE, [*TINY, "hardware.pack=1"]))  # one trial at a time
 
 
 def test_ctrl_c_while_optuna_records_a_result_waits_for_the_record(

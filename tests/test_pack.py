@@ -195,12 +195,22 @@ def test_out_of_memory_halves_the_pack_before_the_micro_batch(
 def test_choose_pack_times_pack_sizes_up_to_the_limit() -> None:
     cfg = load_config(overrides=SMALL)
     fabric = make_fabric(cfg.hardware)
-    choice = choose_pack(cfg, load_data(cfg), fabric, 32, limit=4)
+    choice = choose_pack(cfg, load_data(cfg), fabric, 32, limit=4, min_trial_seconds=0)
     assert set(choice.member_steps_per_s) <= {1, 2, 4} and 1 in choice.member_steps_per_s
+    assert len(choice.member_steps_per_s) > 1  # (a pack of 2 at least was timed)
     assert all(rate > 0 for rate in choice.member_steps_per_s.values())
     assert choice.size in choice.member_steps_per_s and choice.why
     # the size that finishes a sweep soonest: rate over the trials the plan needs at that size
     worth = {k: r / plan_trials(k) for k, r in choice.member_steps_per_s.items()}
     assert worth[choice.size] >= 0.9 * max(worth.values())
     assert choice.size == 1 or worth[choice.size] > 1.1 * worth[1]
-    assert choose_pack(cfg, load_data(cfg), fabric, 32, limit=1).size == 1
+    assert choose_pack(cfg, load_data(cfg), fabric, 32, limit=1, min_trial_seconds=0).size == 1
+
+
+def test_choose_pack_times_no_pack_where_a_trial_is_quicker_than_the_timing() -> None:
+    cfg = load_config(overrides=SMALL)  # (a trial of a few milliseconds)
+    fabric = make_fabric(cfg.hardware)
+    quick = choose_pack(cfg, load_data(cfg), fabric, 32, limit=4)
+    assert quick.size == 1 and list(quick.member_steps_per_s) == [1]
+    assert quick.why.startswith("no pack size: a trial here trains in ~")
+    # (the same trials with no threshold have packs timed: the test above)

@@ -426,12 +426,21 @@ def retries_of(study: optuna.Study, number: int) -> list[FrozenTrial]:
 
 
 def assert_killed_trial_failed_and_retried(study: optuna.Study, victim: FrozenTrial) -> None:
-    killed = study.trials[victim.number]
-    assert killed.state == TrialState.FAIL
-    retried = retries_of(study, victim.number)
-    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
-    assert retried[0].params == killed.params  # the same point, trained again
-    intact = [t for t in study.trials if t.number != victim.number]
+    """The victim's trial failed, and with it any trial of its pack (hardware.pack=auto may
+    pack them): the dead worker's, at the victim's batch size and seed; each retried once."""
+    killed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert victim.number in [t.number for t in killed]
+    pid, where = (
+        victim.user_attrs["worker"]["pid"],
+        (victim.params["batch_size"], victim.params["seed"]),
+    )
+    for trial in killed:
+        assert trial.user_attrs["worker"]["pid"] == pid
+        assert (trial.params["batch_size"], trial.params["seed"]) == where
+        retried = retries_of(study, trial.number)
+        assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+        assert retried[0].params == trial.params  # the same point, trained again
+    intact = [t for t in study.trials if t.state != TrialState.FAIL]
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in intact)
     assert_no_point_trained_twice(study)
     assert_plan_complete(study, SLOW_TRIALS)

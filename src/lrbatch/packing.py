@@ -18,11 +18,14 @@ import torch
 from omegaconf import DictConfig
 
 from lrbatch.data import TensorData
-from lrbatch.train import train_pack
+from lrbatch.train import train_pack, training_length
 
 __all__ = ["PLAN_TRIALS", "PackChoice", "choose_pack", "plan_trials"]
 
 TIMED_SECONDS = 0.1  # about this long of timed steps per pack size
+# Timing packs costs about a second per batch size (on a CPU core: ~16 short runs, each
+# building its models): where one trial trains in less than this, packs cannot save as much.
+MIN_TRIAL_SECONDS = 0.5
 MEMORY_SHARE = 0.8  # of the free device memory a pack may plan to use
 # Trials a sweep trains with packs of K, relative to one trial at a time: packs bracket and
 # refine several points at once, some of which one trial at a time would have skipped. Measured
@@ -55,7 +58,12 @@ class PackChoice:
 
 
 def choose_pack(
-    cfg: DictConfig, data: TensorData, fabric: L.Fabric, batch_size: int, limit: int
+    cfg: DictConfig,
+    data: TensorData,
+    fabric: L.Fabric,
+    batch_size: int,
+    limit: int,
+    min_trial_seconds: float = MIN_TRIAL_SECONDS,
 ) -> PackChoice:
     """The pack size that should finish a sweep soonest at ``batch_size``, at most ``limit``:
     the most member-steps per second, divided by the trials the plan needs with that pack size
@@ -66,8 +74,9 @@ def choose_pack(
     from the measured peak of one member), each as the difference of two short runs (so
     building the models and evaluating cancel), on ``cfg``'s model, optimizer and micro-batch.
     Picks the smallest size within 10% of the best; a pack only where it beats one trial at a
-    time by over 10%; stops doubling once a size is over 20% below the best. Runs no study and
-    records nothing.
+    time by over 10%; stops doubling once a size is over 20% below the best. Where one trial's
+    steps would take under ``min_trial_seconds`` (timed first), times nothing more and trains
+    one trial at a time. Runs no study and records nothing.
 
     Args:
         cfg: the composed lrbatch config (its budget is replaced by a few steps).
@@ -75,6 +84,7 @@ def choose_pack(
         fabric: the worker's Fabric.
         batch_size: effective batch size.
         limit: the most members a pack may have (≥ 1).
+        min_trial_seconds: see above (default :data:`MIN_TRIAL_SECONDS`).
     """
     lr = float(cfg.sweep.lr_min) if "sweep" in cfg else 1e-3  # small: no member diverges
     tiny_val = replace(data, x_val=data.x_val[:1], y_val=data.y_val[:1])  # evaluation: ~free
@@ -108,6 +118,13 @@ def choose_pack(
     base_memory = _allocated(fabric)
     single = rate(1, 3)
     assert single is not None
+    trial_seconds = training_length(cfg.budget, data.num_train, batch_size) / single
+    if trial_seconds < min_trial_seconds:
+        why = (
+            f"no pack size: a trial here trains in ~{trial_seconds:.2g} s, less than timing "
+            f"packs would cost (one trial at a time)"
+        )
+        return PackChoice(1, {1: single}, why)
     steps = max(3, min(200, round(TIMED_SECONDS * single)))  # ~TIMED_SECONDS of steps
     rates = {1: rate(1, steps) or single}
     note = ""

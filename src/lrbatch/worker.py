@@ -31,6 +31,7 @@ from optuna.trial import Trial, TrialState
 from lrbatch import __version__
 from lrbatch._console import make_console, quiet_libraries
 from lrbatch.config import ConfigError
+from lrbatch.packing import choose_pack
 from lrbatch.plan import Finished, Proposal, same_point
 from lrbatch.pool import stop_with_parent
 from lrbatch.prepare import Worker, prepare, recorded_config
@@ -73,16 +74,10 @@ PRELOAD = [
 # often, up to every _POLL_MAX_S: short trials are not held up, long waits cost few queries.
 _POLL_MIN_S = 0.05
 _POLL_MAX_S = 2.0
-_PACK_LIMIT = {"cuda": 32}  # hardware.pack=auto measures packs up to this size
-# hardware.pack=auto on a CPU: one trial at a time, without timing. Measured on 2 cores
-# (docs/benchmarks.md): a pack of 4 trained ×0.91-1.26 the trials/s of one at a time on the
-# default sweep's model, ×1.1-1.75 at best on the shipped models, while packs need ~1.1-1.5×
-# the trials; whole sweeps took ×1.13 longer with packs; and a timing short enough to be cheap
-# (~1 s per batch size) was too noisy to choose by.
-_CPU_PACK = (
-    "no pack size: one trial at a time (on a CPU, packs measured no faster for whole sweeps; "
-    "hardware.pack=N packs anyway)"
-)
+# hardware.pack=auto times packs up to this size (docs/benchmarks.md, "Packed trials"): on a CPU
+# core the default MLP's pack of 4 trains ×1.8-2.1 the member-steps/s of one trial at a time at
+# batch 16-64 and ×0.9-1.3 from 256 up, a pack of 8 little more than 4 for ~1.5× the trials.
+_PACK_LIMIT = {"cuda": 32, "cpu": 4}
 # What a trial records of its result, besides its metrics' noise scale (TrialResult's fields)
 _RECORDED = (
     "micro_batch",
@@ -180,14 +175,9 @@ def _choose_pack(worker: Worker, batch: int) -> bool:
     plan is then asked again)."""
     if worker.cfg.hardware.pack != "auto" or batch in dict(worker.plan.pack):
         return False
-    if worker.fabric.device.type == "cpu":
-        size, why = 1, _CPU_PACK
-    else:
-        from lrbatch.packing import choose_pack
-
-        limit = _PACK_LIMIT.get(worker.fabric.device.type, 8)
-        choice = choose_pack(worker.cfg, worker.data, worker.fabric, batch, limit)
-        size, why = choice.size, choice.why
+    limit = _PACK_LIMIT.get(worker.fabric.device.type, 8)
+    choice = choose_pack(worker.cfg, worker.data, worker.fabric, batch, limit)
+    size, why = choice.size, choice.why
     worker.plan = replace(worker.plan, pack=(*worker.plan.pack, (batch, size)))
     worker.pack_choices[batch] = why
     return size != 1
