@@ -43,7 +43,13 @@ from lrbatch.worker import STORAGE_ENV
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 # Trials of about a second on 2 cores: long enough to be killed or interrupted mid-trial.
-SLOW_TRIALS = ["budget.epochs=40", "study.heartbeat_interval=1", "study.grace_period=10"]
+# (one trial at a time: hardware.pack=auto's timing may choose other packs in a rerun)
+SLOW_TRIALS = [
+    "hardware.pack=1",
+    "budget.epochs=40",
+    "study.heartbeat_interval=1",
+    "study.grace_period=10",
+]
 # Trials long enough that two workers started together both get some (the smoke sweep's own
 # trials take ~50 ms: the first worker up could train them all).
 SHARED = ["budget.epochs=40"]
