@@ -105,14 +105,15 @@ def test_a_packed_sweep_trains_each_pack_in_one_pass_as_its_trials_alone(workdir
 def test_resume_finishes_the_same_plan_without_repeating(workdir: Path) -> None:
     # (one pack size throughout: hardware.pack=auto times packs, and a timing may choose
     # another size in another run, hence other points)
-    first = run_sweep(load_config(SMOKE, ["hardware.pack=1"]), trial_limit=4)
+    one_at_a_time = ["hardware.pack=1"]
+    first = run_sweep(load_config(SMOKE, one_at_a_time), trial_limit=4)
     assert first.why == "paused" and first.trials_run == 4
-    second = run_sweep(load_config(SMOKE, ["hardware.pack=1"]))
+    second = run_sweep(load_config(SMOKE, one_at_a_time))
     assert second.why == "complete"
-    third = run_sweep(load_config(SMOKE, ["hardware.pack=1"]))
+    third = run_sweep(load_config(SMOKE, one_at_a_time))
     assert third.why == "complete" and third.trials_run == 0
 
-    uninterrupted = run_sweep(load_config(SMOKE, ["study.name=straight", "hardware.pack=1"]))
+    uninterrupted = run_sweep(load_config(SMOKE, ["study.name=straight", *one_at_a_time]))
     resumed = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
     straight = optuna.load_study(study_name="straight", storage="sqlite:///runs/straight.db")
     assert len(resumed.trials) == first.trials_run + second.trials_run == uninterrupted.trials_run

@@ -330,10 +330,9 @@ def _train_once(
             member.noise.step_done(step)
             if stepper is None:
                 member.optimizer.step()
-                member.optimizer.zero_grad(set_to_none=True)
         if stepper is not None:
             stepper.step([member.lr * factor for member in members])
-        pack.zero_grad()
+        pack.zero_grad()  # (every member's gradients: stepped together or one at a time)
         if probe is not None and step in probe.steps:
             probe.call(step, loss_fn, members[0].noise.params)
         if step == 1 or step % budget.check_every == 0 or step == max_steps:
