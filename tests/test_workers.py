@@ -431,9 +431,11 @@ def retries_of(study: optuna.Study, number: int) -> list[FrozenTrial]:
     return [t for t in study.trials if str(t.user_attrs.get("reason", "")).startswith(prefix)]
 
 
-def assert_killed_trial_failed_and_retried(study: optuna.Study, victim: FrozenTrial) -> None:
-    """The victim's trial failed, and with it any trial of its pack (hardware.pack=auto may
-    pack them): the dead worker's, at the victim's batch size and seed; each retried once."""
+def assert_killed_trial_failed_and_retried(
+    study: optuna.Study, victim: FrozenTrial, overrides: list[str] = SLOW_TRIALS
+) -> list[FrozenTrial]:
+    """The victim's trial failed, and with it any trial of its pack: the dead worker's, at the
+    victim's batch size and seed; each retried once; returns the failed trials."""
     killed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert victim.number in [t.number for t in killed]
     pid, where = (
@@ -449,25 +451,50 @@ def assert_killed_trial_failed_and_retried(study: optuna.Study, victim: FrozenTr
     intact = [t for t in study.trials if t.state != TrialState.FAIL]
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in intact)
     assert_no_point_trained_twice(study)
-    assert_plan_complete(study, SLOW_TRIALS)
+    assert_plan_complete(study, overrides)
+    return killed
+
+
+def running_trials_of(pid: int) -> list[int]:
+    return sorted(
+        t.number
+        for t in load().get_trials(states=(TrialState.RUNNING,))
+        if t.user_attrs.get("worker", {}).get("pid") == pid
+    )
 
 
 @pytest.mark.slow
-def test_sigkilled_worker_process_is_replaced_and_its_trial_retried(workdir: Path) -> None:
-    sweep = lrbatch("sweep", str(SMOKE), "hardware.workers=2", *SLOW_TRIALS)
-    running = wait_for(running_trial_of_a_worker, 120, "a running trial")
+@pytest.mark.parametrize("pack", ["1", "4"])
+def test_sigkilled_worker_process_is_replaced_and_its_trial_retried(
+    workdir: Path, pack: str
+) -> None:
+    """Killed mid-trial, alone or holding a pack of four: every trial it held failed and is
+    retried once, and the pool's log names them all."""
+    overrides = [*SLOW_TRIALS[1:], f"hardware.pack={pack}"]
+    sweep = lrbatch("sweep", str(SMOKE), "hardware.workers=2", *overrides)
+
+    def running_in_a_pack() -> FrozenTrial | None:  # (pack 1: any running trial)
+        found = running_trial_of_a_worker()
+        if found and (pack == "1" or len(running_trials_of(found.user_attrs["worker"]["pid"])) > 1):
+            return found
+        return None
+
+    running = wait_for(running_in_a_pack, 120, f"a running trial (pack {pack})")
     assert isinstance(running, FrozenTrial)
     pid = running.user_attrs["worker"]["pid"]
     assert pid != sweep.pid  # a worker process, not the pool
     victim = stopped_mid_trial(pid)
+    held = running_trials_of(pid)  # frozen: what the worker holds when it dies
+    assert (len(held) == 1) == (pack == "1"), held
     assert Path(f"/proc/{pid}/comm").read_text().strip() == "lrbatch-worker"  # (ps, pgrep)
     os.kill(pid, signal.SIGKILL)
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output
     assert "Sweep complete" in output
-    assert_killed_trial_failed_and_retried(load(), victim)
+    killed = assert_killed_trial_failed_and_retried(load(), victim, overrides)
+    assert sorted(t.number for t in killed) == held
     logs = "".join(p.read_text() for p in Path("runs/smoke.workers").glob("*.log"))
-    assert f"failed trials [{victim.number}]; restarted as pid" in logs
+    assert f"failed trials {held}; restarted as pid" in logs
 
 
 @pytest.mark.slow
