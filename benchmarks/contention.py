@@ -15,7 +15,9 @@ a subprocess on a fresh SQLite study, from start to exit, in three settings of t
 Variants, side by side: ``default`` (lrbatch's defaults as shipped: since 2026-12-01 one torch
 thread per CPU worker), ``before`` (``hardware.threads`` = every core, as lrbatch ran before
 with one worker), ``passive`` (every core, with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads
-sleep instead of spinning while they wait), ``active`` (every core, spinning forced). The
+sleep instead of spinning while they wait), ``active`` (every core, spinning forced),
+``spin20k`` (every core, ``GOMP_SPINCOUNT=20000``: OpenMP threads spin a short while, then
+sleep), ``workers`` (one single-threaded worker per core: ``hardware.workers`` = every core). The
 table gives each run's wall time as a ratio: against the same variant idle (how much the
 neighbour costs it; its fair share of two cores is 2×) and against the first variant idle
 (what the variant gains or costs on an idle machine). Runs are interleaved (every variant in
@@ -49,13 +51,15 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "before": ({}, [f"hardware.threads={os.cpu_count()}"]),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, [f"hardware.threads={os.cpu_count()}"]),
     "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, [f"hardware.threads={os.cpu_count()}"]),
+    "spin20k": ({"GOMP_SPINCOUNT": "20000"}, [f"hardware.threads={os.cpu_count()}"]),
+    "workers": ({}, [f"hardware.workers={os.cpu_count()}"]),
 }
 
 
 def run_sweep(sweep: str, variant: str, overrides: list[str], neighbour: str) -> float:
     """Wall seconds of one sweep, beside ``neighbour``."""
     env_extra, variant_overrides = VARIANTS[variant]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     env.update(env_extra)
     other = None
     if NEIGHBOURS[neighbour] is not None:
