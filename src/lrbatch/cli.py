@@ -137,7 +137,7 @@ _FIRST_STEPS = 12  # trials of the plan that `--cfg job` shows
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config, validate
-    from lrbatch.sweep import start_worker_server
+    from lrbatch.slots import start_worker_server
 
     _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)

@@ -9,7 +9,22 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
-__all__ = ["Slot", "cpu_count", "visible_gpus", "worker_slots"]
+from lrbatch.pool import start_server
+
+__all__ = ["PRELOAD", "Slot", "cpu_count", "start_worker_server", "visible_gpus", "worker_slots"]
+
+# What the server CPU workers are forked from imports once: torch, Lightning, Optuna's RDB
+# storage (whose schema check imports alembic), MNIST-1D's generator. (Kept here, away from
+# those imports, so that the server starts before the caller has imported them itself.)
+PRELOAD = [
+    "lrbatch.worker",
+    "lrbatch.models",
+    "optuna.storages._rdb.storage",
+    "alembic.command",
+    "alembic.context",
+    "alembic.migration",
+    "mnist1d.data",
+]
 
 
 @dataclass(frozen=True)
@@ -79,3 +94,9 @@ def worker_slots(
     if count == 1:
         return [Slot("cpu", threads=hardware.threads)]
     return [Slot(f"cpu {k + 1}/{count}", threads=hardware.threads or 1) for k in range(count)]
+
+
+def start_worker_server() -> None:
+    """Start the server CPU workers are forked from; its imports (seconds of torch and
+    Lightning) run beside the caller's."""
+    start_server(PRELOAD)

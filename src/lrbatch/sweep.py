@@ -34,13 +34,13 @@ from lrbatch._console import make_console
 from lrbatch.display import SweepProgress
 from lrbatch.interrupts import Interrupts
 from lrbatch.plan import Finished, Observation, SweepPlan
-from lrbatch.pool import ProcessPool, start_server, tail
+from lrbatch.pool import ProcessPool, tail
 from lrbatch.prepare import SLOT_ENV, objective_name, prepare, recorded_config, storage_url
 from lrbatch.sampler import next_step
-from lrbatch.slots import Slot, worker_slots
+from lrbatch.slots import PRELOAD, Slot, start_worker_server, worker_slots
 from lrbatch.storage import redact
 from lrbatch.study_io import observations, ran_by, short_of_target
-from lrbatch.worker import EXIT_BAD_INPUT, EXIT_FAILED, PRELOAD, STORAGE_ENV, work
+from lrbatch.worker import EXIT_BAD_INPUT, EXIT_FAILED, STORAGE_ENV, work
 
 __all__ = ["MAX_RESTARTS", "SweepOutcome", "WorkerFailed", "join_sweep", "run_sweep"]
 
@@ -78,11 +78,6 @@ class SweepOutcome:
     observations: list[Observation]
     workers: int = 1
     short_of_target: str | None = None
-
-
-def start_worker_server() -> None:
-    """Start the server CPU workers are forked from (its imports run beside the caller's)."""
-    start_server(PRELOAD)
 
 
 def _run(cfg: DictConfig, console: Console, trial_limit: int | None, record: bool) -> SweepOutcome:

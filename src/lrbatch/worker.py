@@ -47,7 +47,6 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
-    "PRELOAD",
     "STORAGE_ENV",
     "main",
     "trial_value",
@@ -59,17 +58,6 @@ EXIT_FAILED = 1  # a trial raised an error (the pool stops: the same error would
 EXIT_BAD_INPUT = 2  # a setting, the study or the storage is wrong (one line says which)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: its running trials failed, to be retried
 STORAGE_ENV = "LRBATCH_STORAGE"  # the storage URL reaches workers here, never on a command line
-# What a fork server imports once for its workers: torch, Lightning, Optuna's RDB storage (whose
-# schema check imports alembic), MNIST-1D's generator.
-PRELOAD = [
-    "lrbatch.worker",
-    "lrbatch.models",
-    "optuna.storages._rdb.storage",
-    "alembic.command",
-    "alembic.context",
-    "alembic.migration",
-    "mnist1d.data",
-]
 # A worker with nothing to do looks at the study again after _POLL_MIN_S, then less and less
 # often, up to every _POLL_MAX_S: short trials are not held up, long waits cost few queries.
 _POLL_MIN_S = 0.05
