@@ -13,11 +13,12 @@ a subprocess on a fresh SQLite study, from start to exit, in three settings of t
 - *python*: a neighbour process runs a pure-Python busy loop (one core).
 
 Variants, side by side: ``default`` (lrbatch's defaults as shipped: since 2026-12-01 one torch
-thread per CPU worker), ``before`` (``hardware.threads`` = every core, as lrbatch ran before
-with one worker), ``passive`` (every core, with ``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads
-sleep instead of spinning while they wait), ``active`` (every core, spinning forced),
-``spin20k`` (every core, ``GOMP_SPINCOUNT=20000``: OpenMP threads spin a short while, then
-sleep), ``workers`` (one single-threaded worker per core: ``hardware.workers`` = every core). The
+thread per CPU worker, since 2026-12-07 one worker per core), ``one`` (one single-threaded
+worker, the default from 2026-12-01 to 12-07), ``before`` (one worker, ``hardware.threads`` =
+every core, as lrbatch ran until 2026-12-01), ``passive`` (the same with
+``OMP_WAIT_POLICY=PASSIVE``: OpenMP threads sleep instead of spinning while they wait),
+``active`` (the same, spinning forced), ``spin20k`` (the same with ``GOMP_SPINCOUNT=20000``:
+OpenMP threads spin a short while, then sleep). The
 table gives each run's wall time as a ratio: against the same variant idle (how much the
 neighbour costs it; its fair share of two cores is 2×) and against the first variant idle
 (what the variant gains or costs on an idle machine). Runs are interleaved (every variant in
@@ -46,13 +47,14 @@ NEIGHBOURS = {
     ),
     "python": "x = 0\nwhile True:\n    x += 1\n",
 }
+ALL_CORES = [f"hardware.threads={os.cpu_count()}", "hardware.workers=1"]  # one worker, every core
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "default": ({}, []),
-    "before": ({}, [f"hardware.threads={os.cpu_count()}"]),
-    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, [f"hardware.threads={os.cpu_count()}"]),
-    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, [f"hardware.threads={os.cpu_count()}"]),
-    "spin20k": ({"GOMP_SPINCOUNT": "20000"}, [f"hardware.threads={os.cpu_count()}"]),
-    "workers": ({}, [f"hardware.workers={os.cpu_count()}"]),
+    "before": ({}, ALL_CORES),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, ALL_CORES),
+    "active": ({"OMP_WAIT_POLICY": "ACTIVE"}, ALL_CORES),
+    "spin20k": ({"GOMP_SPINCOUNT": "20000"}, ALL_CORES),
+    "one": ({}, ["hardware.workers=1"]),
 }
 
 

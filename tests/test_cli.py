@@ -115,7 +115,9 @@ def test_dashboard_on_a_port_in_use_is_a_clear_error(workdir: Path, capsys) -> N
 
 def test_a_sweep_where_every_trial_diverges_says_so_and_exits_3(workdir: Path, capsys) -> None:
     overrides = ["sweep.lr_min=1000", "sweep.lr_max=10000", "sweep.base_lr=2000"]
-    overrides.append("hardware.pack=1")  # (the trials counted below are one at a time's)
+    # (the trials counted below are one worker's, one at a time: a second worker trains a
+    # point beside the first before either has diverged)
+    overrides += ["hardware.pack=1", "hardware.workers=1"]
     assert main(["sweep", str(ROOT / "sweeps" / "smoke.yaml"), *overrides]) == NO_ANSWER == 3
     out = " ".join(capsys.readouterr().out.split())  # (rich wraps long lines)
     last = out[out.index("No trial finished") :]

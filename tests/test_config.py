@@ -111,6 +111,13 @@ def test_sweep_file_and_overrides_compose(tmp_path: Path) -> None:
         (["budget=target", "budget.target=null"], "budget.target=None is not accepted"),
         (["hardware.precision=fp8"], "hardware.precision='fp8' is not accepted; accepted: 32,"),
         (
+            ["hardware.workers=many"],
+            "hardware.workers='many' is not accepted; accepted: auto (one per CPU core, at most "
+            "8), or a whole number of processes >= 1",
+        ),
+        (["hardware.workers=0"], "hardware.workers=0 is not accepted; accepted: auto"),
+        (["hardware.workers=1.5"], "hardware.workers=1.5 is not accepted; accepted: auto"),
+        (
             ["study.direction=up"],
             "study.direction='up' is not accepted; accepted: minimize, maximize",
         ),

@@ -35,7 +35,7 @@ from lrbatch.config import load_config
 from lrbatch.plan import Finished, SweepPlan
 from lrbatch.pool import alive as _alive
 from lrbatch.sampler import next_step
-from lrbatch.slots import worker_slots
+from lrbatch.slots import cpu_workers, worker_slots
 from lrbatch.storage import open_storage
 from lrbatch.sweep import run_sweep
 from lrbatch.train import make_fabric
@@ -53,6 +53,9 @@ SLOW_TRIALS = [
 # Trials long enough that two workers started together both get some (the smoke sweep's own
 # trials take ~50 ms: the first worker up could train them all).
 SHARED = ["budget.epochs=40"]
+# One worker process, the sweep's own (the default is one per core): a joined `lrbatch worker`
+# takes the study's recorded hardware.workers too, so it trains in its own process as well.
+ONE = "hardware.workers=1"
 _STARTED: list[subprocess.Popen[str]] = []  # lrbatch processes a test started
 
 
@@ -236,6 +239,24 @@ def test_cpu_workers_train_with_one_thread_each_unless_told() -> None:
     assert worker_slots(hardware, cpus=8)[0].threads == 3  # one worker: trains in-process
 
 
+def test_auto_cpu_workers_are_one_per_core_up_to_eight() -> None:
+    # (the default: two workers finish the default sweep ×1.6 sooner on 2 cores than one, and
+    # stay within ×1.5 of their idle time beside a busy neighbour; docs/benchmarks.md)
+    hardware = OmegaConf.create(
+        {"accelerator": "cpu", "workers": "auto", "workers_per_gpu": 1, "threads": None}
+    )
+    assert load_config().hardware.workers == "auto"
+    assert [cpu_workers(hardware, cpus) for cpus in (1, 2, 3, 8, 64)] == [1, 2, 3, 8, 8]
+    slots = worker_slots(hardware, cpus=2)
+    assert [(s.label, s.threads) for s in slots] == [("cpu 1/2", 1), ("cpu 2/2", 1)]
+    assert [(s.label, s.threads) for s in worker_slots(hardware, cpus=1)] == [("cpu", None)]
+    hardware.threads = 4  # a worker per 4 cores, each with 4 threads
+    assert [cpu_workers(hardware, cpus) for cpus in (2, 4, 9, 64)] == [1, 1, 2, 8]
+    assert {s.threads for s in worker_slots(hardware, cpus=9)} == {4}
+    hardware.workers = 3  # a number is taken as given, whatever the cores
+    assert cpu_workers(hardware, 64) == 3 and cpu_workers(hardware, 1) == 3
+
+
 def test_one_worker_per_gpu_pinned_before_cuda_starts() -> None:
     hardware = OmegaConf.create(
         {"accelerator": "gpu", "workers": 1, "workers_per_gpu": 1, "threads": None}
@@ -387,7 +408,8 @@ def test_a_sqlite_study_moved_to_postgres_is_finished_by_workers_on_two_machines
 ) -> None:
     """The README's recipe: begin in SQLite, copy the study to PostgreSQL, and finish it there
     with `lrbatch worker`s started elsewhere (here: two shells), the URL in $LRBATCH_STORAGE."""
-    begun = run_sweep(load_config(SMOKE, SHARED), Console(file=io.StringIO()), trial_limit=4)
+    cfg = load_config(SMOKE, [*SHARED, ONE])
+    begun = run_sweep(cfg, Console(file=io.StringIO()), trial_limit=4)
     assert begun.why == "paused" and begun.trials_run == 4
     optuna.copy_study(
         from_study_name="smoke",
@@ -501,7 +523,7 @@ def test_sigkilled_worker_process_is_replaced_and_its_trial_retried(
 def test_a_silent_worker_elsewhere_is_failed_after_the_grace_period(workdir: Path) -> None:
     """A `lrbatch worker` that joined from another shell dies; no pool watches it: the other
     worker fails its trial once its heartbeat is older than study.grace_period, and retries."""
-    sweep = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS[:-1], "study.grace_period=3")
+    sweep = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS[:-1], "study.grace_period=3", ONE)
     wait_for(lambda: study_exists() and load().trials, 60, "the study")
     joined = lrbatch("worker", "--storage", "sqlite:///runs/smoke.db", "--study", "smoke")
 
@@ -536,7 +558,7 @@ def interrupt(process: subprocess.Popen[str], frozen: int | None = None) -> tupl
 def test_ctrl_c_then_rerun_trains_the_same_points_as_one_uninterrupted_run(
     workdir: Path,
 ) -> None:
-    sweep = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS)
+    sweep = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS, ONE)
     wait_for(running_trial_of_a_worker, 120, "a running trial")
     victim = stopped_mid_trial(sweep.pid)  # (one worker: the sweep trains in its own process)
     output, took = interrupt(sweep, frozen=sweep.pid)
@@ -546,10 +568,10 @@ def test_ctrl_c_then_rerun_trains_the_same_points_as_one_uninterrupted_run(
     assert study.trials[victim.number].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
-    resumed = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS)
+    resumed = lrbatch("sweep", str(SMOKE), *SLOW_TRIALS, ONE)
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0 and "Sweep complete" in output, output
-    run_sweep(load_config(SMOKE, [*SLOW_TRIALS, "study.name=straight"]))
+    run_sweep(load_config(SMOKE, [*SLOW_TRIALS, ONE, "study.name=straight"]))
     interrupted = {key(t) for t in load().get_trials(states=(TrialState.COMPLETE,))}
     straight = {key(t) for t in load("straight").get_trials(states=(TrialState.COMPLETE,))}
     assert interrupted == straight

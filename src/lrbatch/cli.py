@@ -137,7 +137,7 @@ _FIRST_STEPS = 12  # trials of the plan that `--cfg job` shows
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config, validate
-    from lrbatch.slots import start_worker_server
+    from lrbatch.slots import cpu_workers, start_worker_server
 
     _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)
@@ -150,8 +150,11 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
         check_storage(storage_url(cfg))
         _print_config(cfg, console)
         return 0
-    workers = cfg.hardware.workers
-    if cfg.hardware.accelerator == "cpu" and isinstance(workers, int) and workers > 1:
+    try:
+        several = cfg.hardware.accelerator == "cpu" and cpu_workers(cfg.hardware) > 1
+    except (TypeError, ValueError):  # (a bad hardware.workers or threads: validate says so)
+        several = False
+    if several:
         start_worker_server()  # its imports (seconds) run beside this process's own
     validate(cfg)
     from lrbatch.sweep import run_sweep

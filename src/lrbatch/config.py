@@ -81,7 +81,9 @@ class HardwareConfig:
     max_micro_batch: int | None = None  # larger effective batches use gradient accumulation
     threads: int | None = None  # torch CPU threads per worker; default: 1 per CPU worker
     eval_batch: int = 4096  # examples per forward pass when evaluating
-    workers: int = 1  # cpu: worker processes on this machine (gpu: one per visible GPU)
+    # cpu: worker processes on this machine; auto: one per core (hardware.threads each), at
+    # most 8 (gpu: one per visible GPU, workers_per_gpu each)
+    workers: Any = "auto"
     workers_per_gpu: int = 1  # gpu: worker processes sharing each GPU (small models)
     # trials a worker trains together at one batch size and seed (several learning rates in
     # one pass); auto: measured per batch size; 1: one trial at a time
@@ -493,7 +495,14 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "hardware.max_micro_batch", allow_none=True)
     _positive(cfg, "hardware.threads", allow_none=True)
     _positive(cfg, "hardware.eval_batch")
-    _positive(cfg, "hardware.workers")
+    workers = cfg.hardware.workers
+    _require(
+        workers == "auto"
+        or (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1),
+        "hardware.workers",
+        workers,
+        "accepted: auto (one per CPU core, at most 8), or a whole number of processes >= 1",
+    )
     _positive(cfg, "hardware.workers_per_gpu")
     pack = cfg.hardware.pack
     _require(

@@ -11,7 +11,22 @@ from omegaconf import DictConfig
 
 from lrbatch.pool import start_server
 
-__all__ = ["PRELOAD", "Slot", "cpu_count", "start_worker_server", "visible_gpus", "worker_slots"]
+__all__ = [
+    "AUTO_CPU_WORKERS",
+    "PRELOAD",
+    "Slot",
+    "cpu_count",
+    "cpu_workers",
+    "start_worker_server",
+    "visible_gpus",
+    "worker_slots",
+]
+
+# hardware.workers=auto on a CPU: one single-threaded worker per core, up to this many. On 2
+# cores two workers finish the default sweep ×1.6 sooner than one, and beside a busy neighbour
+# stay within ×1.5 of their idle time (docs/benchmarks.md, "A sweep beside another job"); more
+# than 8 are untested, and the plan rarely has that many points to train at once.
+AUTO_CPU_WORKERS = 8
 
 # What the server CPU workers are forked from imports once: torch, Lightning, Optuna's RDB
 # storage (whose schema check imports alembic), MNIST-1D's generator. (Kept here, away from
@@ -47,6 +62,16 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def cpu_workers(hardware: DictConfig, cpus: int | None = None) -> int:
+    """How many CPU worker processes ``hardware.workers`` asks for: the number given, or for
+    ``auto`` one per ``hardware.threads`` cores (one thread each by default) of ``cpus``
+    (default: :func:`cpu_count`), at most :data:`AUTO_CPU_WORKERS`."""
+    if hardware.workers != "auto":
+        return int(hardware.workers)
+    threads = int(hardware.threads or 1)
+    return max(1, min(AUTO_CPU_WORKERS, (cpus or cpu_count()) // threads))
+
+
 def visible_gpus() -> list[str]:
     """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -63,7 +88,7 @@ def worker_slots(
     """The worker processes ``hardware`` asks for on this machine.
 
     ``gpu`` (or ``auto`` with GPUs visible): ``workers_per_gpu`` per visible GPU. ``cpu``:
-    ``workers`` processes, one torch thread each unless ``hardware.threads`` is set
+    :func:`cpu_workers` processes, one torch thread each unless ``hardware.threads`` is set
     (:func:`lrbatch.train.make_fabric`); GPU workers share the cores out. A single slot trains
     in the calling process.
 
@@ -90,7 +115,7 @@ def worker_slots(
             ]
         if hardware.accelerator == "gpu":
             return [Slot("GPU")]  # none visible: the worker's own check says so
-    count = int(hardware.workers)
+    count = cpu_workers(hardware, cpus)
     if count == 1:
         return [Slot("cpu", threads=hardware.threads)]
     return [Slot(f"cpu {k + 1}/{count}", threads=hardware.threads or 1) for k in range(count)]
