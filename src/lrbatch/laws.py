@@ -99,10 +99,11 @@ def law_params(law: str, theta: np.ndarray) -> dict[str, float]:
     """The fitting parameters ``theta`` in natural units: ``{name: value}`` (see
     :data:`PARAMETERS`); learning rates per step, batch sizes in samples."""
     _check_law(law)
-    return {
-        name: float(value if name == "alpha" else np.exp(value))
-        for name, value in zip(PARAMETERS[law], theta, strict=True)
-    }
+    with np.errstate(over="ignore"):  # (a bound of a parameter the data do not pin: inf)
+        return {
+            name: float(value if name == "alpha" else np.exp(value))
+            for name, value in zip(PARAMETERS[law], theta, strict=True)
+        }
 
 
 def fit_exponent(
