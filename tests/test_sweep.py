@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from lrbatch import __version__
 from lrbatch.config import ConfigError, load_config
 from lrbatch.noise import window_steps
-from lrbatch.study_io import trial_noise
+from lrbatch.study_io import PACK_CHOICE_ATTR, record_pack_choice, trial_noise
 from lrbatch.sweep import run_sweep
 from lrbatch.train import train
 
@@ -151,6 +151,42 @@ def test_diverged_runs_are_kept_and_the_sweep_goes_on(workdir: Path) -> None:
     assert all(t.user_attrs["steps"] < 150 for t in diverged)  # stopped early
     best = min(t.params["lr"] for t in diverged)
     assert all(not t.user_attrs["diverged"] for t in trained if t.params["lr"] < best)
+
+
+def test_auto_pack_choices_are_recorded_once_and_read_back_not_timed_again(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_sweep(load_config(SMOKE, ["hardware.workers=1", "sweep.max_trials=1"]))
+    study = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
+    (first,) = study.trials
+    (key,) = (k for k in study.user_attrs if k.startswith(PACK_CHOICE_ATTR))
+    batch = first.params["batch_size"]
+    assert key.endswith(f", 1 thread/B={batch}") and key.startswith(f"{PACK_CHOICE_ATTR}/cpu ")
+    assert study.user_attrs[key]["why"] == first.user_attrs["pack"]["chosen"]
+    hardware = key.removeprefix(f"{PACK_CHOICE_ATTR}/").removesuffix(f"/B={batch}")
+    # the first choice recorded stands (a second worker that timed meanwhile takes it)
+    recorded = study.user_attrs[key]
+    assert record_pack_choice(study, hardware, batch, 7, "later") == (
+        recorded["size"],
+        recorded["why"],
+    )
+    # a resumed sweep packs as recorded, at every batch size, and times nothing
+    for b in (32, 128):
+        study.set_user_attr(f"{PACK_CHOICE_ATTR}/{hardware}/B={b}", {"size": 2, "why": "given"})
+
+    def no_timing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("packs were timed again")
+
+    monkeypatch.setattr("lrbatch.worker.choose_pack", no_timing)
+    outcome = run_sweep(load_config(SMOKE, ["hardware.workers=1"]))
+    assert outcome.why == "complete"
+    later = study.get_trials(states=(TrialState.COMPLETE,))[1:]
+    assert {t.user_attrs["pack"]["chosen"] for t in later} == {"given"}
+    for b in (32, 128):
+        together = {
+            t.user_attrs["pack"]["trained_together"] for t in later if t.params["batch_size"] == b
+        }
+        assert together <= {1, 2} and 2 in together
 
 
 def test_sweep_budget_is_said(workdir: Path) -> None:

@@ -9,9 +9,12 @@ gains little. :func:`choose_pack` measures it, on the real model, optimizer and 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import platform
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,7 +23,7 @@ from omegaconf import DictConfig
 from lrbatch.data import TensorData
 from lrbatch.train import train_pack, training_length
 
-__all__ = ["PLAN_TRIALS", "PackChoice", "choose_pack", "plan_trials"]
+__all__ = ["PLAN_TRIALS", "PackChoice", "choose_pack", "plan_trials", "timing_hardware"]
 
 TIMED_SECONDS = 0.1  # about this long of timed steps per pack size
 # Timing packs costs about a second per batch size (on a CPU core: ~16 short runs, each
@@ -34,6 +37,26 @@ MEMORY_SHARE = 0.8  # of the free device memory a pack may plan to use
 # 16 and 32 1.75-2.00 (while the passes fall from 54-67 to 33-43, 19-26, 17-19 and 16-18).
 PLAN_TRIALS = {1: 1.0, 2: 1.1, 4: 1.25, 8: 1.5}
 _PLAN_TRIALS_MORE = 1.9  # K >= 16
+
+
+def timing_hardware(fabric: L.Fabric) -> str:
+    """What a pack's timing depends on besides the settings a study fixes for its life (model,
+    optimizer, budget, precision, micro-batch: :data:`lrbatch.prepare.TRAINING_SETTINGS`): the
+    device (a GPU's name, or the CPU's model) and torch's CPU threads, e.g. ``cpu Intel(R)
+    Xeon(R), 1 thread``. Workers that share it share :func:`choose_pack`'s choice."""
+    if fabric.device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(fabric.device)}"
+    threads = torch.get_num_threads()
+    return f"{fabric.device.type} {_cpu_model()}, {threads} thread{'s' * (threads != 1)}"
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def plan_trials(size: int) -> float:

@@ -24,6 +24,9 @@ The gradient noise scale a trial recorded is written and read here too
 ``lrbatch noise-scale --study NAME`` records its run on the study (user attribute
 ``lrbatch.noise_scale``: its ``--json`` object plus ``optimizer`` and ``plain_sgd``), so the
 report can draw the SGD optimum it implies: :func:`record_noise_run`, :func:`recorded_noise_run`.
+The pack size ``hardware.pack=auto`` chose per batch size and hardware is a study attribute
+too, timed once for every worker and run: :func:`record_pack_choice`,
+:func:`recorded_pack_choice`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from lrbatch.storage import open_storage, redact
 
 __all__ = [
     "NOISE_RUN_ATTR",
+    "PACK_CHOICE_ATTR",
     "PROPOSAL_ATTR",
     "NoiseRun",
     "Outcome",
@@ -66,7 +70,9 @@ __all__ = [
     "point",
     "ran_by",
     "record_noise_run",
+    "record_pack_choice",
     "recorded_noise_run",
+    "recorded_pack_choice",
     "short_of_target",
     "study_names",
     "sweep_anchor",
@@ -402,6 +408,38 @@ def recorded_noise_run(study: optuna.Study) -> NoiseRun | None:
         plain_sgd=bool(run.get("plain_sgd")),
         optimizer=str(run.get("optimizer", "")),
     )
+
+
+PACK_CHOICE_ATTR = "lrbatch.pack_choice"  # + "/<hardware>/B=<batch size>"
+
+
+def _pack_choice_key(hardware: str, batch_size: int) -> str:
+    return f"{PACK_CHOICE_ATTR}/{hardware}/B={batch_size}"
+
+
+def recorded_pack_choice(
+    study: optuna.Study, hardware: str, batch_size: int
+) -> tuple[int, str] | None:
+    """The pack size ``hardware.pack=auto`` chose at ``batch_size`` on ``hardware`` (see
+    :func:`record_pack_choice`) and why, as first recorded on ``study``; None where none is."""
+    recorded = study.user_attrs.get(_pack_choice_key(hardware, batch_size))
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("size"), int):
+        return None
+    return int(recorded["size"]), str(recorded.get("why", ""))
+
+
+def record_pack_choice(
+    study: optuna.Study, hardware: str, batch_size: int, size: int, why: str
+) -> tuple[int, str]:
+    """Record on ``study`` the pack size chosen at ``batch_size`` on ``hardware`` (a device
+    and thread count: :func:`lrbatch.packing.timing_hardware`), unless a choice is recorded
+    there already (another worker timed it meanwhile): the choice that stands, and why. Every
+    worker on that hardware, and a resumed sweep, reads it instead of timing packs again."""
+    first = recorded_pack_choice(study, hardware, batch_size)
+    if first is not None:
+        return first
+    study.set_user_attr(_pack_choice_key(hardware, batch_size), {"size": size, "why": why})
+    return size, why
 
 
 def _json_number(value: float) -> float | None:

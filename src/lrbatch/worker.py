@@ -31,12 +31,18 @@ from optuna.trial import Trial, TrialState
 from lrbatch import __version__
 from lrbatch._console import make_console, quiet_libraries
 from lrbatch.config import ConfigError
-from lrbatch.packing import choose_pack
+from lrbatch.packing import choose_pack, timing_hardware
 from lrbatch.plan import Finished, Proposal, same_point
 from lrbatch.pool import stop_with_parent
 from lrbatch.prepare import Worker, prepare, recorded_config
 from lrbatch.sampler import next_pack
-from lrbatch.study_io import noise_user_attrs, observations, placed
+from lrbatch.study_io import (
+    noise_user_attrs,
+    observations,
+    placed,
+    record_pack_choice,
+    recorded_pack_choice,
+)
 from lrbatch.train import TrialResult, train_pack
 
 if TYPE_CHECKING:
@@ -157,15 +163,21 @@ def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | Non
 
 
 def _choose_pack(worker: Worker, batch: int) -> bool:
-    """With ``hardware.pack=auto``, the first time the plan works at ``batch``: measure how
-    many trials train there together fastest (:func:`lrbatch.packing.choose_pack`) and give
-    the plan that pack size. Returns whether that changed the pack size there from 1 (the
-    plan is then asked again)."""
+    """With ``hardware.pack=auto``, the first time the plan works at ``batch``: the pack size
+    the study records for this hardware there, or else measure how many trials train there
+    together fastest (:func:`lrbatch.packing.choose_pack`) and record it; give the plan that
+    pack size. Returns whether that changed the pack size there from 1 (the plan is then
+    asked again)."""
     if worker.cfg.hardware.pack != "auto" or batch in dict(worker.plan.pack):
         return False
-    limit = _PACK_LIMIT.get(worker.fabric.device.type, 8)
-    choice = choose_pack(worker.cfg, worker.data, worker.fabric, batch, limit)
-    size, why = choice.size, choice.why
+    hardware = timing_hardware(worker.fabric)
+    recorded = recorded_pack_choice(worker.study, hardware, batch)
+    if recorded is None:
+        limit = _PACK_LIMIT.get(worker.fabric.device.type, 8)
+        choice = choose_pack(worker.cfg, worker.data, worker.fabric, batch, limit)
+        size, why = record_pack_choice(worker.study, hardware, batch, choice.size, choice.why)
+    else:
+        size, why = recorded
     worker.plan = replace(worker.plan, pack=(*worker.plan.pack, (batch, size)))
     worker.pack_choices[batch] = why
     return size != 1
