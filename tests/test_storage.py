@@ -5,6 +5,7 @@ import multiprocessing
 import socket
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from lrbatch import storage
 from lrbatch.config import ConfigError
-from lrbatch.storage import open_storage
+from lrbatch.storage import open_storage, planning_lock_path
 
 STUDY = "sweep"
 # The learning rate per example, the one parameter of these trials.
@@ -202,3 +203,17 @@ def test_postgres_workers_create_the_schema_together(
     assert _in_processes(_open_each_together, 2, urls) == ["ok"] * 8
     for url in urls:
         optuna.create_study(study_name=STUDY, storage=open_storage(url))
+
+
+def test_the_planning_lock_is_one_file_per_database_however_it_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    beside = tmp_path.resolve() / "runs" / "s.db.plan-lock"
+    for url in ("sqlite:///runs/s.db", f"sqlite:///{tmp_path}/runs/../runs/s.db"):
+        assert planning_lock_path(url, "s") == beside
+    server = "postgresql://lrbatch:secret-pw@127.0.0.1:5432/lrbatch"
+    lock = planning_lock_path(server, "s")
+    assert lock.parent == Path(tempfile.gettempdir()) and "secret-pw" not in str(lock)
+    assert lock == planning_lock_path(server, "s") != planning_lock_path(server, "t")

@@ -44,11 +44,11 @@ def points(study: optuna.Study) -> set[tuple[int, float, int]]:
     }
 
 
-def assert_only_skips_besides(study: optuna.Study) -> None:
-    """Every trial not complete is a second worker's skip of a point another worker took."""
-    others = [t for t in study.trials if t.state != TrialState.COMPLETE]
-    assert all(t.state == TrialState.PRUNED for t in others), [t.state for t in others]
-    assert {t.user_attrs["reason"] for t in others} <= {"skipped: another worker took this point"}
+def assert_every_trial_complete(study: optuna.Study) -> None:
+    """No trial failed, is running or was skipped (one per core by default: they take turns to
+    plan, so two never choose one point)."""
+    states = {t.number: t.state for t in study.trials if t.state != TrialState.COMPLETE}
+    assert not states, states
 
 
 def test_smoke_sweep_records_a_complete_study(workdir: Path) -> None:
@@ -56,11 +56,9 @@ def test_smoke_sweep_records_a_complete_study(workdir: Path) -> None:
     assert outcome.why == "complete" and outcome.trials_run > 5
 
     study = optuna.load_study(study_name="smoke", storage="sqlite:///runs/smoke.db")
-    # (one worker per core by default: two that chose one point in the same instant train it
-    # once, and the other's trial ends pruned, saying so)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == outcome.trials_run
-    assert_only_skips_besides(study)
+    assert_every_trial_complete(study)
     for trial in trials:
         attrs = trial.user_attrs
         assert set(attrs) >= TRIAL_ATTRS, TRIAL_ATTRS - set(attrs)
@@ -271,7 +269,7 @@ def test_every_ready_made_sweep_runs_two_tiny_trials(workdir: Path, sweep_file: 
         study_name=cfg.study.name, storage=f"sqlite:///runs/{cfg.study.name}.db"
     )
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
-    assert_only_skips_besides(study)
+    assert_every_trial_complete(study)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

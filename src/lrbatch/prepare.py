@@ -12,6 +12,7 @@ import json
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -29,7 +30,13 @@ from lrbatch.data import TensorData
 from lrbatch.interrupts import Interrupts
 from lrbatch.plan import SweepPlan
 from lrbatch.sampler import LRBatchSampler
-from lrbatch.storage import check_storage, default_url, open_storage, redact
+from lrbatch.storage import (
+    check_storage,
+    default_url,
+    open_storage,
+    planning_lock_path,
+    redact,
+)
 from lrbatch.study_io import study_names
 from lrbatch.train import build_model, load_data, make_fabric
 
@@ -117,6 +124,7 @@ class Worker:
     trained: int = 0  # trials this worker trained (not counting skipped ones)
     identity: dict[str, Any] = field(default_factory=dict)  # recorded on each trial: "worker"
     pack_choices: dict[int, str] = field(default_factory=dict)  # hardware.pack=auto: why
+    planning_lock: Path | None = None  # held while planning (storage.planning_lock_path)
     interrupts: Interrupts = field(default_factory=Interrupts)  # Ctrl-C: when it may land
 
 
@@ -220,7 +228,10 @@ def prepare(cfg: DictConfig, *, record: bool = True, on_device: bool = True) -> 
         study.set_user_attr("lrbatch.version", __version__)
     slot = os.environ.get(SLOT_ENV) or str(fabric.device)
     identity = {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot}
-    return Worker(cfg, plan, data, fabric, study, sampler, storage, identity=identity)
+    lock = planning_lock_path(url, cfg.study.name)
+    return Worker(
+        cfg, plan, data, fabric, study, sampler, storage, identity=identity, planning_lock=lock
+    )
 
 
 def recorded_config(url: str, study_name: str, overrides: list[str] | None = None) -> DictConfig:

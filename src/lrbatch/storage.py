@@ -8,9 +8,11 @@ SQLAlchemy URL is passed to Optuna's RDBStorage as it is.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sqlite3
+import tempfile
 import time
 import warnings
 from contextlib import closing
@@ -31,6 +33,7 @@ __all__ = [
     "check_storage",
     "default_url",
     "open_storage",
+    "planning_lock_path",
     "redact",
 ]
 
@@ -62,6 +65,19 @@ def _parse(url: str) -> URL:
             f"study.storage={redact(url)!r} is not a SQLAlchemy URL; "
             "accepted: sqlite:///path/to/file.db or postgresql://user@host/database"
         ) from None
+
+
+def planning_lock_path(url: str, study_name: str) -> Path:
+    """The file this machine's workers of a study lock while they plan and create trials
+    (:mod:`lrbatch.worker`): beside a SQLite database (``runs/x.db.plan-lock``), whichever path
+    names it; for a server's database, in the temporary directory, named by a hash of the URL
+    and the study (never the password itself)."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        database = Path(parsed.database).resolve()
+        return database.with_name(f"{database.name}.plan-lock")
+    digest = hashlib.sha256(f"{url}\0{study_name}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"lrbatch-{digest}.plan-lock"
 
 
 def _writable_dir(directory: Path) -> bool:

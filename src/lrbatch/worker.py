@@ -16,13 +16,15 @@ import argparse
 import contextlib
 import math
 import os
+import sys
 import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig
@@ -44,6 +46,9 @@ from lrbatch.study_io import (
     recorded_pack_choice,
 )
 from lrbatch.train import TrialResult, train_pack
+
+if sys.platform != "win32":
+    import fcntl
 
 if TYPE_CHECKING:
     from lrbatch.display import SweepProgress
@@ -133,43 +138,88 @@ def work(
 
 def _work(worker: Worker, progress: SweepProgress | None, trial_limit: int | None) -> str:
     poll = _POLL_MIN_S
-    while trial_limit is None or worker.trained < trial_limit:
-        _fail_stale(worker)  # (a dead worker's trials: failed, to be retried)
-        trials = worker.study.get_trials(deepcopy=False)
-        if progress is not None:
-            progress.update(trials)
-        decision = next_pack(worker.plan, trials)
-        if isinstance(decision, Finished):
-            return decision.why
-        if not isinstance(decision, tuple):  # other workers' trials are running
-            with worker.interrupts.allowed():
-                time.sleep(poll)
-            poll = min(2 * poll, _POLL_MAX_S)
-            continue
-        poll = _POLL_MIN_S
-        with worker.interrupts.allowed():  # (no trial exists yet: Ctrl-C may land at once)
-            chose = _choose_pack(worker, decision[0].batch_size)
-        if chose:
-            continue  # (asked again with the pack size chosen there)
-        left = None if trial_limit is None else trial_limit - worker.trained
-        pack = decision[:left]
-        base_lr = worker.plan.anchor_lr(observations(trials))
-        worker.interrupts.check()  # (before trials are created that would only be failed)
-        _run_pack(worker, pack, base_lr)
-        worker.interrupts.check()
+    with _Planning(worker.planning_lock) as planning:
+        while trial_limit is None or worker.trained < trial_limit:
+            _fail_stale(worker)  # (a dead worker's trials: failed, to be retried)
+            planning.acquire()  # (held from reading the study until its trials exist)
+            try:
+                trials = worker.study.get_trials(deepcopy=False)
+                if progress is not None:
+                    progress.update(trials)
+                decision = next_pack(worker.plan, trials)
+                if isinstance(decision, Finished):
+                    return decision.why
+                if not isinstance(decision, tuple):  # other workers' trials are running
+                    planning.release()
+                    with worker.interrupts.allowed():
+                        time.sleep(poll)
+                    poll = min(2 * poll, _POLL_MAX_S)
+                    continue
+                poll = _POLL_MIN_S
+                if _to_choose(worker, decision[0].batch_size):
+                    planning.release()  # (timing takes seconds; the study may change meanwhile)
+                    with worker.interrupts.allowed():  # (no trial exists yet: Ctrl-C at once)
+                        _choose_pack(worker, decision[0].batch_size)
+                    continue  # (asked again, with the pack size chosen there)
+                left = None if trial_limit is None else trial_limit - worker.trained
+                pack = decision[:left]
+                base_lr = worker.plan.anchor_lr(observations(trials))
+                worker.interrupts.check()  # (before trials are created that would only fail)
+                _run_pack(worker, pack, base_lr, asked=planning.release)
+            finally:
+                planning.release()
+            worker.interrupts.check()
     if progress is not None:
         progress.update(worker.study.get_trials(deepcopy=False))
     return "paused"
 
 
-def _choose_pack(worker: Worker, batch: int) -> bool:
+class _Planning:
+    """The lock that this machine's workers of one study hold from reading the study until
+    the trials the plan proposed exist (:func:`lrbatch.storage.planning_lock_path`), so that
+    two of them never choose the same point in the same instant (with 8 workers on a short
+    sweep, half the trials once did, and ended pruned). Workers on other machines still can:
+    :func:`_keep_untaken` keeps one. An advisory ``flock``: the system lets it go when its
+    process dies, however it dies; a no-op where there is no ``fcntl`` or the file cannot be
+    opened."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path, self._held = path, False
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> _Planning:
+        if self._path is not None and sys.platform != "win32":
+            with contextlib.suppress(OSError):
+                self._file = open(self._path, "a")  # (closed by __exit__)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def acquire(self) -> None:
+        if self._file is not None and not self._held:
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            self._held = True
+
+    def release(self) -> None:
+        if self._file is not None and self._held:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._held = False
+
+
+def _to_choose(worker: Worker, batch: int) -> bool:
+    """Whether ``hardware.pack=auto`` has yet to choose this worker's pack size at ``batch``."""
+    return worker.cfg.hardware.pack == "auto" and batch not in dict(worker.plan.pack)
+
+
+def _choose_pack(worker: Worker, batch: int) -> None:
     """With ``hardware.pack=auto``, the first time the plan works at ``batch``: the pack size
     the study records for this hardware there, or else measure how many trials train there
     together fastest (:func:`lrbatch.packing.choose_pack`) and record it; give the plan that
-    pack size. Returns whether that changed the pack size there from 1 (the plan is then
-    asked again)."""
-    if worker.cfg.hardware.pack != "auto" or batch in dict(worker.plan.pack):
-        return False
+    pack size."""
     hardware = timing_hardware(worker.fabric)
     recorded = recorded_pack_choice(worker.study, hardware, batch)
     if recorded is None:
@@ -180,7 +230,6 @@ def _choose_pack(worker: Worker, batch: int) -> bool:
         size, why = recorded
     worker.plan = replace(worker.plan, pack=(*worker.plan.pack, (batch, size)))
     worker.pack_choices[batch] = why
-    return size != 1
 
 
 def _fail_stale(worker: Worker) -> None:
@@ -205,8 +254,14 @@ def _beat(worker: Worker, trial: Trial) -> None:
         storage.record_heartbeat(trial._trial_id)
 
 
-def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -> None:
-    """Ask one trial per point of ``pack``, train them together, tell their results."""
+def _run_pack(
+    worker: Worker,
+    pack: Sequence[Proposal],
+    base_lr: float | None,
+    asked: Callable[[], None] = lambda: None,
+) -> None:
+    """Ask one trial per point of ``pack``, train them together, tell their results; call
+    ``asked`` once the trials exist, their points recorded, before training."""
     study, identity = worker.study, worker.identity
     members: list[Trial] = []
     try:
@@ -221,6 +276,7 @@ def _run_pack(worker: Worker, pack: Sequence[Proposal], base_lr: float | None) -
             trial.set_user_attr("worker", identity)  # first: whose trial, if this dies
             _suggest(trial, worker)
         members = _keep_untaken(worker, members)
+        asked()
         if not members:
             return
         first = pack[0]
