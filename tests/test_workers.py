@@ -169,14 +169,18 @@ def study_exists(name: str = "smoke") -> bool:
         return False
 
 
-def running_trial_of_a_worker(study_name: str = "smoke") -> FrozenTrial | None:
-    """A trial some worker is training, once at least two trials have finished."""
+def running_trial_of_a_worker(
+    study_name: str = "smoke", pid: int | None = None
+) -> FrozenTrial | None:
+    """A trial some worker (the process ``pid``, if given) is training, once at least two
+    trials have finished."""
     if not study_exists(study_name):
         return None
     trials = load(study_name).get_trials()
     if sum(t.state == TrialState.COMPLETE for t in trials) < 2:
         return None
     running = [t for t in trials if t.state == TrialState.RUNNING and "reason" in t.user_attrs]
+    running = [t for t in running if pid is None or t.user_attrs["worker"]["pid"] == pid]
     return running[0] if running else None
 
 
@@ -526,11 +530,8 @@ def test_a_silent_worker_elsewhere_is_failed_after_the_grace_period(workdir: Pat
     wait_for(lambda: study_exists() and load().trials, 60, "the study")
     joined = lrbatch("worker", "--storage", "sqlite:///runs/smoke.db", "--study", "smoke")
 
-    def trial_of_joined() -> FrozenTrial | None:
-        found = running_trial_of_a_worker()
-        return found if found and found.user_attrs["worker"]["pid"] == joined.pid else None
-
-    wait_for(trial_of_joined, 120, "a trial of the joined worker")
+    # (any of its trials: the sweep's own, running beside it, may have the lower number)
+    wait_for(lambda: running_trial_of_a_worker(pid=joined.pid), 120, "a trial of the joined worker")
     victim = stopped_mid_trial(joined.pid)
     joined.kill()
     joined.communicate()
