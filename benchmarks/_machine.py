@@ -2,14 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import platform
+from lrbatch.slots import cpu_model
 
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux), else what Python knows of it."""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+__all__ = ["cpu_model"]

@@ -9,18 +9,16 @@ gains little. :func:`choose_pack` measures it, on the real model, optimizer and 
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import platform
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
 from lrbatch.data import TensorData
+from lrbatch.slots import cpu_model
 from lrbatch.train import train_pack, training_length
 
 __all__ = ["PLAN_TRIALS", "PackChoice", "choose_pack", "plan_trials", "timing_hardware"]
@@ -47,16 +45,7 @@ def timing_hardware(fabric: L.Fabric) -> str:
     if fabric.device.type == "cuda":
         return f"cuda {torch.cuda.get_device_name(fabric.device)}"
     threads = torch.get_num_threads()
-    return f"{fabric.device.type} {_cpu_model()}, {threads} thread{'s' * (threads != 1)}"
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return " ".join(line.split(":", 1)[1].split())
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return f"{fabric.device.type} {cpu_model()}, {threads} thread{'s' * (threads != 1)}"
 
 
 def plan_trials(size: int) -> float:

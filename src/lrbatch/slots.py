@@ -3,7 +3,9 @@ workers sharing the cores, each with its share of the CPU threads."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +18,7 @@ __all__ = [
     "PRELOAD",
     "Slot",
     "cpu_count",
+    "cpu_model",
     "cpu_workers",
     "start_worker_server",
     "visible_gpus",
@@ -23,9 +26,9 @@ __all__ = [
 ]
 
 # hardware.workers=auto on a CPU: one single-threaded worker per core, up to this many. On 2
-# cores two workers finish the default sweep ×1.6 sooner than one, and beside a busy neighbour
-# stay within ×1.5 of their idle time (docs/benchmarks.md, "A sweep beside another job"); more
-# than 8 are untested, and the plan rarely has that many points to train at once.
+# cores two workers finish the default sweep ×1.7-1.8 sooner than one, and beside a busy
+# neighbour take ×1.4-1.8 their idle time (docs/benchmarks.md, "A sweep beside another job");
+# more than 8 are untested, and the plan rarely has that many points to train at once.
 AUTO_CPU_WORKERS = 8
 
 # What the server CPU workers are forked from imports once: torch, Lightning, Optuna's RDB
@@ -60,6 +63,15 @@ class Slot:
 def cpu_count() -> int:
     """Cores this process may run on (respects affinity masks, e.g. SLURM's)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what Python knows of it."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def cpu_workers(hardware: DictConfig, cpus: int | None = None) -> int:
