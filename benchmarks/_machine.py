@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from lrbatch.slots import cpu_model
+from lrbatch.workers.slots import cpu_model
 
 __all__ = ["cpu_model"]

@@ -7,7 +7,7 @@ truth, on synthetic sweeps run by the real plan (the full version of tests/test_
     python benchmarks/calibration.py --max-seeds 12       # more seeds where an optimum is loose
 
 What is measured: for each scenario (a truth across batch sizes × a landscape shape, see
-:class:`lrbatch.calibration.Landscape`), ``--repeats`` independent worlds (seed offsets and
+:class:`lrbatch.search.calibration.Landscape`), ``--repeats`` independent worlds (seed offsets and
 shifts drawn anew); in each, the default sweep's plan (conf/config.yaml: batch sizes 16…1024,
 lr 1e-3…30, tolerance 1.4, 3 seeds, η0 searched at B0 = 16, law seeds saturating and surge)
 is run against the landscape as one worker would run it, then rerun with fresh trial noise
@@ -20,7 +20,8 @@ is run against the landscape as one worker would run it, then rerun with fresh t
 - *rerun in*: the fraction of reruns whose estimate lands inside the first run's interval;
 - *width*: the median interval width, in decades.
 
-``--before REF`` loads ``src/lrbatch/_optima.py`` as it was at a git commit and scores its
+``--before REF`` loads the estimator's module (``src/lrbatch/science/optima.py``, before the
+package's folders ``src/lrbatch/_optima.py``) as it was at a git commit and scores its
 ``batch_optima`` on the same trials, side by side (the estimator only: the sweeps are run by
 this tree's plan). ``--max-seeds N`` runs the plan with ``sweep.max_seeds=N`` (default 0: no
 seeds beyond ``sweep.seeds``, the plan before that setting existed).
@@ -43,10 +44,10 @@ from pathlib import Path
 import numpy as np
 from _machine import cpu_model
 
-from lrbatch import rules
-from lrbatch.analysis import BatchOptimum, TrialPoint, batch_optima
-from lrbatch.calibration import Calibration, Landscape, score, sweeps
-from lrbatch.plan import SweepPlan
+from lrbatch.science import rules
+from lrbatch.science.analysis import BatchOptimum, TrialPoint, batch_optima
+from lrbatch.search.calibration import Calibration, Landscape, score, sweeps
+from lrbatch.search.plan import SweepPlan
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = SweepPlan(
@@ -71,14 +72,16 @@ Estimator = Callable[[Sequence[TrialPoint]], list[BatchOptimum]]
 
 
 def estimator_at(ref: str) -> Estimator:
-    """``batch_optima`` of ``src/lrbatch/_optima.py`` at git commit ``ref``."""
-    source = subprocess.run(
-        ["git", "show", f"{ref}:src/lrbatch/_optima.py"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    """``batch_optima`` of the estimator's module at git commit ``ref``."""
+    for where in ("src/lrbatch/science/optima.py", "src/lrbatch/_optima.py"):  # after, before
+        shown = subprocess.run(
+            ["git", "show", f"{ref}:{where}"], cwd=ROOT, capture_output=True, text=True
+        )
+        if shown.returncode == 0:
+            source = shown.stdout
+            break
+    else:
+        raise SystemExit(f"--before {ref}: no estimator module at that commit ({shown.stderr})")
     path = Path(tempfile.mkdtemp()) / f"optima_{ref}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)

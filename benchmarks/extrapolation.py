@@ -3,7 +3,7 @@
     python benchmarks/extrapolation.py                  # every truth, 200 repeats each
     python benchmarks/extrapolation.py --repeats 50 --noise 0.1 --b-max 256
 
-What is measured: :func:`lrbatch.analysis.predict_at` on synthetic per-batch optima whose
+What is measured: :func:`lrbatch.science.analysis.predict_at` on synthetic per-batch optima whose
 truth is known. Per repeat, at B = 16, 32, … B_max: the measured optimum is the true one times
 exp(σ z) (σ = ``--noise`` in ln η, z ~ N(0, 1)), with a 90% interval of half-width 1.645 σ
 times exp(0.25 z'), an optimum's own σ as lrbatch estimates it, right to within about 25%.
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrbatch import rules
-from lrbatch.analysis import BatchOptimum, fit_edge, predict_at
+from lrbatch.science import rules
+from lrbatch.science.analysis import BatchOptimum, fit_edge, predict_at
 
 TRUTHS: dict[str, Callable[[float], float]] = {
     "saturating B_noise=64": lambda b: rules.saturating(b, 0.4, 64.0),

@@ -9,8 +9,8 @@ What is measured: wall-clock seconds of one whole trial as a user sees it. For l
 ``train(cfg, batch, lr, seed, data=data, fabric=fabric)`` with the data and the Fabric made once
 beforehand, as a worker runs trials; the same with ``noise_window=0``, which records no noise
 scale (B_simple at 4 points from 24 measured steps, each split in two halves without
-accumulation, :class:`lrbatch.noise_torch.TrialNoise`; the gradient-norm curve is recorded
-either way). For plain PyTorch, building the model and the optimizer, the training loop and
+accumulation, :class:`lrbatch.training.gradient_noise.TrialNoise`; the gradient-norm curve is
+recorded either way). For plain PyTorch, building the model and the optimizer, the training loop and
 the final evaluation. All train the default config (MNIST-1D, MLP, SGD, its budget) from the
 same initial weights, on the same example order, for the same number of optimizer steps, and
 must end at the same validation loss: the script checks this.
@@ -44,8 +44,8 @@ from omegaconf import DictConfig
 from lrbatch.config import load_config
 from lrbatch.data import TensorData
 from lrbatch.models import MLP
-from lrbatch.noise_torch import TrialNoise
-from lrbatch.train import load_data, make_fabric, train
+from lrbatch.training.gradient_noise import TrialNoise
+from lrbatch.training.loop import load_data, make_fabric, train
 
 LR = 0.1  # peak learning rate, per optimizer step
 SEED = 0  # fixes the initial weights and the example order
@@ -153,7 +153,7 @@ def main() -> None:
         return plain_trial(cfg, data, batch_size, LR, SEED)
 
     print(
-        "# Trial overhead: lrbatch.train.train (noise scale recorded, and not) vs a plain "
+        "# Trial overhead: lrbatch.training.loop.train (noise scale recorded, and not) vs a plain "
         f"PyTorch loop, {datetime.now():%F %R}"
     )
     print(f"# machine: {machine()}")

@@ -35,7 +35,7 @@ from _machine import cpu_model
 
 from lrbatch.config import load_config
 from lrbatch.data import TensorData, digits
-from lrbatch.train import load_data, make_fabric, train, train_pack
+from lrbatch.training.loop import load_data, make_fabric, train, train_pack
 
 MODELS = {"mlp": [], "cnn": ["model=cnn"], "resnet": ["model=resnet"]}
 LRS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)  # peak learning rates, per optimizer step

@@ -34,8 +34,8 @@ from pathlib import Path
 import optuna
 from _machine import cpu_model
 
-from lrbatch._optima import BatchOptimum, batch_optima
-from lrbatch.study_io import load_points, trial_run
+from lrbatch.science.optima import BatchOptimum, batch_optima
+from lrbatch.search.study_io import load_points, trial_run
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = {

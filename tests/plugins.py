@@ -1,4 +1,4 @@
-"""A user's own model and data, plugged in through ``_target_`` (see README, "Your own model")."""
+"""A user's own model and data, plugged in through ``_target_`` (docs/configuration.md)."""
 
 import math
 

@@ -15,8 +15,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from lrbatch import rules
-from lrbatch.analysis import (
+from lrbatch.science import rules
+from lrbatch.science.analysis import (
     LAWS,
     BatchOptimum,
     LawFit,
@@ -28,8 +28,8 @@ from lrbatch.analysis import (
     rule_regrets,
     verdict,
 )
-from lrbatch.laws import EXPONENTS
-from lrbatch.plan import Finished, Observation, Proposal, SweepPlan
+from lrbatch.science.laws import EXPONENTS
+from lrbatch.search.plan import Finished, Observation, Proposal, SweepPlan
 
 BATCHES = tuple(2**k for k in range(4, 13))  # 16 … 4096
 OFFSETS = (-1.39, -0.81, -0.41, 0.0, 0.41, 0.81, 1.39, 2.08)  # ln η − ln(grid centre)

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from lrbatch import rules
-from lrbatch.analysis import TrialPoint, batch_optima
-from lrbatch.calibration import Landscape, calibrate, simulate
-from lrbatch.plan import SweepPlan
+from lrbatch.science import rules
+from lrbatch.science.analysis import TrialPoint, batch_optima
+from lrbatch.search.calibration import Landscape, calibrate, simulate
+from lrbatch.search.plan import SweepPlan
 
 PLAN = SweepPlan(
     batch_sizes=(16, 128, 1024),

@@ -16,8 +16,8 @@ from conftest import ROOT, TINY
 from rich.console import Console
 
 from lrbatch.cli import NO_ANSWER, _print_end, main
-from lrbatch.plan import Observation, Proposal, SweepPlan
-from lrbatch.sweep import SweepOutcome
+from lrbatch.search.plan import Observation, Proposal, SweepPlan
+from lrbatch.workers.sweep import SweepOutcome
 
 
 def test_predict_prints_each_rule(capsys) -> None:
@@ -187,8 +187,8 @@ def test_predict_from_a_study_prints_the_answer_and_the_evidence(references: str
     assert "Recommended learning rate" in out and "2.0 octaves" in out and "warning:" in out
     assert "B = 64:" in out and "measured at this batch size" in out
     # an imported grid has no recorded anchor: the rules start from the optimum at the smallest B
-    from lrbatch.report import build_report
-    from lrbatch.study_io import open_study
+    from lrbatch.report.report import build_report
+    from lrbatch.search.study_io import open_study
 
     anchor = re.search(r"rules from η0 = ([\d.e-]+) at B0 = 16", out)
     base_lr = build_report(open_study(references, "adam_mnist1d")).base_lr
@@ -321,7 +321,7 @@ def test_ctrl_c_is_not_logged_with_optunas_traceback() -> None:
     lrbatch's own "Interrupted." line says it instead; other warnings still show."""
     import logging
 
-    from lrbatch._console import quiet_libraries as _quiet_libraries
+    from lrbatch.console import quiet_libraries as _quiet_libraries
 
     _quiet_libraries()
     handlers = logging.getLogger("optuna").handlers

@@ -214,7 +214,7 @@ def test_the_readmes_running_sweeps_examples_run_one_after_another() -> None:
 
     from conftest import ROOT
 
-    from lrbatch.prepare import storage_url, training_settings
+    from lrbatch.workers.prepare import storage_url, training_settings
 
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Running sweeps", 1)[1].split("```bash", 1)[1].split("```", 1)[0]

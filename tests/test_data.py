@@ -16,8 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from lrbatch import data as datasets
-from lrbatch.data import TensorData, load_tensors, mnist1d, teacher, teacher_regression
+from lrbatch.data import TensorData, datasets, load_tensors, mnist1d, teacher, teacher_regression
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 IMAGE_FOLDERS = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}

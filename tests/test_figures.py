@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from test_analysis import TRUTHS, sweep_like
 
-from lrbatch import rules
-from lrbatch.analysis import BatchOptimum, TrialPoint, batch_optima
-from lrbatch.figures import (
+from lrbatch.report.figures import (
     FigureSpec,
     Panel,
     curves_figure,
@@ -21,6 +19,8 @@ from lrbatch.figures import (
     to_plotly,
     to_png,
 )
+from lrbatch.science import rules
+from lrbatch.science.analysis import BatchOptimum, TrialPoint, batch_optima
 
 BATCHES = (16, 64, 256, 1024)
 BASE_BATCH = 64

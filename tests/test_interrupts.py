@@ -14,9 +14,9 @@ from conftest import ROOT, TINY
 from optuna.trial import TrialState
 
 from lrbatch.config import load_config
-from lrbatch.interrupts import Interrupts
-from lrbatch.prepare import prepare
-from lrbatch.worker import work
+from lrbatch.workers.interrupts import Interrupts
+from lrbatch.workers.prepare import prepare
+from lrbatch.workers.worker import work
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 
@@ -76,13 +76,13 @@ def test_a_signal_held_in_the_last_look_at_the_study_still_stops(
 ) -> None:
     """The plan finished, but Ctrl-C came while that was being found out: say Interrupted, not
     complete (the user asked to stop; the report can wait for the next command)."""
-    import lrbatch.worker
+    import lrbatch.workers.worker
 
     def finished(*args: Any) -> Any:
         ctrl_c()
-        return lrbatch.worker.Finished("complete")
+        return lrbatch.workers.worker.Finished("complete")
 
-    monkeypatch.setattr(lrbatch.worker, "next_pack", finished)
+    monkeypatch.setattr(lrbatch.workers.worker, "next_pack", finished)
     with pytest.raises(KeyboardInterrupt):
         work(worker)
     assert not worker.study.trials  # (and no trial was created only to be failed)
@@ -138,13 +138,13 @@ def test_ctrl_c_while_optuna_records_a_result_waits_for_the_record(
 def test_ctrl_c_while_training_fails_the_trial_at_once(
     worker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lrbatch.worker
+    import lrbatch.workers.worker
 
     def interrupted_train(*args: Any, **kwargs: Any) -> Any:
         ctrl_c()
         raise AssertionError("not interrupted")
 
-    monkeypatch.setattr(lrbatch.worker, "train_pack", interrupted_train)
+    monkeypatch.setattr(lrbatch.workers.worker, "train_pack", interrupted_train)
     with pytest.raises(KeyboardInterrupt):
         work(worker)
     trials = worker.study.get_trials()

@@ -18,7 +18,7 @@ from plugins import LinearRegression, quadratic, quadratic_truth
 
 from lrbatch.cli import main
 from lrbatch.config import load_config
-from lrbatch.noise import (
+from lrbatch.science.noise import (
     GradientPair,
     NoiseEstimate,
     NoiseRecord,
@@ -27,9 +27,9 @@ from lrbatch.noise import (
     sgd_optimum,
     window_steps,
 )
-from lrbatch.noise_torch import TrialNoise, measure
-from lrbatch.study_io import noise_user_attrs, trial_noise
-from lrbatch.train import load_data, train
+from lrbatch.search.study_io import noise_user_attrs, trial_noise
+from lrbatch.training.gradient_noise import TrialNoise, measure
+from lrbatch.training.loop import load_data, train
 
 TRUTH = quadratic_truth()
 QUADRATIC = [
@@ -245,8 +245,8 @@ def test_noise_scale_command_trains_at_a_studys_eta0(tmp_path, capsys) -> None:
     url = f"sqlite:///{tmp_path}/ref.db"
     trials = ROOT / "docs" / "results" / "sgd_mnist1d" / "trials.csv"
     assert main(["import", str(trials), "--storage", url, "--study", "sgd"]) == 0
-    from lrbatch.report import build_report
-    from lrbatch.study_io import open_study
+    from lrbatch.report.report import build_report
+    from lrbatch.search.study_io import open_study
 
     report = build_report(open_study(url, "sgd"))
     capsys.readouterr()

@@ -5,11 +5,10 @@ import torch
 from conftest import TINY
 from plugins import LabelSmoothedNet
 
-from lrbatch import _pack
 from lrbatch.config import load_config
 from lrbatch.models import MLP
-from lrbatch.packing import choose_pack, plan_trials
-from lrbatch.train import (
+from lrbatch.training import pack as _pack
+from lrbatch.training.loop import (
     TrialResult,
     load_data,
     make_fabric,
@@ -17,6 +16,7 @@ from lrbatch.train import (
     train_pack,
     why_not_packable,
 )
+from lrbatch.workers.pack_choice import choose_pack, plan_trials
 
 # MNIST-1D, 400 training examples: 12 steps of batch 32, in micro-batches of 16.
 TRAINING = [*TINY, "dataset.num_samples=500", "budget.epochs=1", "hardware.max_micro_batch=16"]

@@ -1,12 +1,12 @@
-"""A pack's members step at once (lrbatch._packopt): each as its own optimizer would."""
+"""A pack's members step at once (lrbatch.training.packed_step): each as its own optimizer would."""
 
 import copy
 
 import pytest
 import torch
 
-from lrbatch._packopt import packed_step
 from lrbatch.optim import Lion, SignSGD
+from lrbatch.training.packed_step import packed_step
 
 LRS = [0.003, 0.02, 0.1, 0.7]  # one per member, per step (a schedule multiplies them)
 

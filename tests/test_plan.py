@@ -6,7 +6,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from lrbatch.plan import WAIT, Finished, Observation, Proposal, Shortfall, SweepPlan
+from lrbatch.search.plan import WAIT, Finished, Observation, Proposal, Shortfall, SweepPlan
 
 BATCHES = (16, 32, 64, 128, 256, 512)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from lrbatch import rules
-from lrbatch.analysis import BatchOptimum, edge_at, fit_edge, predict_at
+from lrbatch.science import rules
+from lrbatch.science.analysis import BatchOptimum, edge_at, fit_edge, predict_at
 
 _SPEC = importlib.util.spec_from_file_location(
     "extrapolation", ROOT / "benchmarks" / "extrapolation.py"

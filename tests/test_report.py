@@ -20,14 +20,14 @@ from conftest import ROOT
 
 from lrbatch.cli import main
 from lrbatch.config import ConfigError, load_config
-from lrbatch.importing import import_csv
-from lrbatch.plan import SweepPlan
-from lrbatch.report import build_report, markdown_verdict, publish, summary, write_report
-from lrbatch.sampler import LRBatchSampler, observations, stop_when_plan_finished
-from lrbatch.study_io import load_points, open_study
-from lrbatch.sweep import run_sweep
+from lrbatch.report.report import build_report, markdown_verdict, publish, summary, write_report
+from lrbatch.search.importing import import_csv
+from lrbatch.search.plan import SweepPlan
+from lrbatch.search.sampler import LRBatchSampler, observations, stop_when_plan_finished
+from lrbatch.search.study_io import load_points, open_study
+from lrbatch.workers.sweep import run_sweep
 
-SCHEMA = json.loads((ROOT / "src" / "lrbatch" / "summary.schema.json").read_text())
+SCHEMA = json.loads((ROOT / "src" / "lrbatch" / "report" / "summary.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
-"""The scaling rules against SCIENCE.md's worked examples, and the law fits on planted laws."""
+"""The scaling rules against docs/science.md's worked examples, and the law fits on planted laws."""
 
 import math
 
 import numpy as np
 import pytest
 
-from lrbatch import rules
-from lrbatch.laws import fit_law
+from lrbatch.science import rules
+from lrbatch.science.laws import fit_law
 
 
 def test_worked_example_sgd_128_to_512() -> None:
@@ -38,7 +38,7 @@ def test_saturating_limits() -> None:
 
 @pytest.mark.parametrize(("factor", "relative"), [(2, 0.943), (4, 0.80), (10, 0.575)])
 def test_surge_relative_to_peak(factor: float, relative: float) -> None:
-    # SCIENCE.md: 0.943 at 2× or ½×, 0.80 at 4× or ¼×, 0.575 at 10× or 1/10×.
+    # docs/science.md, *Rules*: 0.943 at 2× or ½×, 0.80 at 4× or ¼×, 0.575 at 10× or 1/10×.
     assert rules.surge(256 * factor, 1.0, 256) == pytest.approx(relative, abs=1e-3)
     assert rules.surge(256 / factor, 1.0, 256) == pytest.approx(relative, abs=1e-3)
     assert rules.surge(256, 0.3, 256) == pytest.approx(0.3)

@@ -6,9 +6,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from lrbatch.plan import SweepPlan
-from lrbatch.report import build_report
-from lrbatch.sampler import LRBatchSampler, next_step, observations, stop_when_plan_finished
+from lrbatch.report.report import build_report
+from lrbatch.search.plan import SweepPlan
+from lrbatch.search.sampler import LRBatchSampler, next_step, observations, stop_when_plan_finished
 
 
 def optimum(batch: int) -> float:

@@ -17,9 +17,9 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from lrbatch import storage
 from lrbatch.config import ConfigError
-from lrbatch.storage import open_storage, planning_lock_path
+from lrbatch.search import storage
+from lrbatch.search.storage import open_storage, planning_lock_path
 
 STUDY = "sweep"
 # The learning rate per example, the one parameter of these trials.

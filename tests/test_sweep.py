@@ -11,10 +11,10 @@ from optuna.trial import TrialState
 
 from lrbatch import __version__
 from lrbatch.config import ConfigError, load_config
-from lrbatch.noise import window_steps
-from lrbatch.study_io import PACK_CHOICE_ATTR, record_pack_choice, trial_noise
-from lrbatch.sweep import run_sweep
-from lrbatch.train import train
+from lrbatch.science.noise import window_steps
+from lrbatch.search.study_io import PACK_CHOICE_ATTR, record_pack_choice, trial_noise
+from lrbatch.training.loop import train
+from lrbatch.workers.sweep import run_sweep
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 TRIAL_ATTRS = {
@@ -175,7 +175,7 @@ def test_auto_pack_choices_are_recorded_once_and_read_back_not_timed_again(
     def no_timing(*args: object, **kwargs: object) -> None:
         raise AssertionError("packs were timed again")
 
-    monkeypatch.setattr("lrbatch.worker.choose_pack", no_timing)
+    monkeypatch.setattr("lrbatch.workers.worker.choose_pack", no_timing)
     outcome = run_sweep(load_config(SMOKE, ["hardware.workers=1"]))
     assert outcome.why == "complete"
     later = study.get_trials(states=(TrialState.COMPLETE,))[1:]

@@ -1,4 +1,4 @@
-"""The measured noise scale against the fitted batch scales (lrbatch.theory): its interval
+"""The measured noise scale against the fitted batch scales (lrbatch.science.theory): its interval
 against a known B_simple, many repeats; which trials it reads; what it says about the fits."""
 
 import math
@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from lrbatch._lawfit import LawFit
-from lrbatch._optima import BatchOptimum
-from lrbatch.noise import POINTS, NoiseRecord, combine, gradient_pair
-from lrbatch.theory import NEAR, compare, measured_noise, theory_text
+from lrbatch.science.lawfit import LawFit
+from lrbatch.science.noise import POINTS, NoiseRecord, combine, gradient_pair
+from lrbatch.science.optima import BatchOptimum
+from lrbatch.science.theory import NEAR, compare, measured_noise, theory_text
 
 DIM = 16
 PIECES = 4

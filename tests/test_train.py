@@ -8,8 +8,14 @@ from conftest import TINY
 from omegaconf import DictConfig
 
 from lrbatch.config import load_config
-from lrbatch.train import ModelDoesNotFitError, lr_factor, split_batch, train, training_length
-from lrbatch.worker import trial_value
+from lrbatch.training.loop import (
+    ModelDoesNotFitError,
+    lr_factor,
+    split_batch,
+    train,
+    training_length,
+)
+from lrbatch.workers.worker import trial_value
 
 SMALL = ["dataset.num_samples=1000", "model.hidden=[32]", "budget.epochs=2"]
 

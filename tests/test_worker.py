@@ -8,10 +8,10 @@ import optuna
 import test_plan as synthetic
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from lrbatch.plan import Proposal, SweepPlan
-from lrbatch.sampler import LRBatchSampler, next_pack
-from lrbatch.study_io import observations
-from lrbatch.worker import _keep_untaken, _suggest
+from lrbatch.search.plan import Proposal, SweepPlan
+from lrbatch.search.sampler import LRBatchSampler, next_pack
+from lrbatch.search.study_io import observations
+from lrbatch.workers.worker import _keep_untaken, _suggest
 
 
 def value(p: Proposal) -> float:

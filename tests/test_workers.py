@@ -32,14 +32,14 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from lrbatch.config import load_config
-from lrbatch.plan import Finished, SweepPlan
-from lrbatch.pool import alive as _alive
-from lrbatch.sampler import next_step
-from lrbatch.slots import cpu_workers, worker_slots
-from lrbatch.storage import open_storage
-from lrbatch.sweep import run_sweep
-from lrbatch.train import make_fabric
-from lrbatch.worker import STORAGE_ENV
+from lrbatch.search.plan import Finished, SweepPlan
+from lrbatch.search.sampler import next_step, observations
+from lrbatch.search.storage import open_storage
+from lrbatch.training.loop import make_fabric
+from lrbatch.workers.pool import alive as _alive
+from lrbatch.workers.slots import cpu_workers, worker_slots
+from lrbatch.workers.sweep import run_sweep
+from lrbatch.workers.worker import STORAGE_ENV
 
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
 # Trials of about a second on 2 cores: long enough to be killed or interrupted mid-trial.
@@ -329,9 +329,7 @@ def test_samplers_in_many_processes_never_propose_one_point_twice(workdir: Path)
     assert_no_point_trained_twice(study)
     plan = _hammer_plan()
     assert isinstance(next_step(plan, study.get_trials()), Finished)
-    for batch, state in plan.states(
-        __import__("lrbatch.sampler").sampler.observations(study.get_trials())
-    ).items():
+    for batch, state in plan.states(observations(study.get_trials())).items():
         assert 1 / 1.3 <= state.best_lr / (0.01 * math.sqrt(batch / 16)) <= 1.3
 
 
@@ -343,7 +341,7 @@ def _hammer_plan() -> SweepPlan:
 
 
 def _hammer(storage: str, worker: int) -> None:
-    from lrbatch.sampler import LRBatchSampler, stop_when_plan_finished
+    from lrbatch.search.sampler import LRBatchSampler, stop_when_plan_finished
 
     plan = _hammer_plan()
     study = optuna.load_study(
@@ -629,7 +627,7 @@ def test_ctrl_c_while_the_worker_server_imports_stops_cleanly(workdir: Path) -> 
 
 
 def test_the_worker_server_is_started_ignoring_ctrl_c() -> None:
-    from lrbatch.pool import sigint_ignored_by_children as _sigint_ignored_by_children
+    from lrbatch.workers.pool import sigint_ignored_by_children as _sigint_ignored_by_children
 
     show = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
     signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a terminal, not a job)
@@ -644,7 +642,7 @@ def test_ctrl_c_while_the_pool_starts_a_worker_leaves_none_running(
 ) -> None:
     """Ctrl-C right as the first worker is started (while the pool waits for the fork server,
     say): the sweep stops, and that worker with it, not left to run the sweep unseen."""
-    from lrbatch.pool import ProcessPool
+    from lrbatch.workers.pool import ProcessPool
 
     start = ProcessPool.start
     started: list[int] = []

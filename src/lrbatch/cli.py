@@ -34,15 +34,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from lrbatch import __version__
-from lrbatch._console import make_console, quiet_libraries
 from lrbatch.config import ConfigError
-from lrbatch.rules import ANCHORED_RULES, LAW_RULES, RULE_NAMES, power_law, predict
+from lrbatch.console import make_console, quiet_libraries
+from lrbatch.science import ANCHORED_RULES, LAW_RULES, RULE_NAMES, power_law, predict
 
 if TYPE_CHECKING:
     import optuna
 
-    from lrbatch.plan import Shortfall, SweepPlan
-    from lrbatch.sweep import SweepOutcome
+    from lrbatch.search import Shortfall, SweepPlan
+    from lrbatch.workers import SweepOutcome
 
 __all__ = ["NO_ANSWER", "main"]
 
@@ -100,8 +100,8 @@ def _print_config(cfg: DictConfig, console: Console, *, plan_steps: bool = True)
     with (before any result), as YAML comments. Trains and creates nothing."""
     from omegaconf import OmegaConf
 
-    from lrbatch.plan import Observation, SweepPlan
-    from lrbatch.prepare import objective_direction
+    from lrbatch.search import Observation, SweepPlan
+    from lrbatch.workers import objective_direction
 
     pack = cfg.hardware.pack
     plan = SweepPlan.from_config(cfg.sweep, objective_direction(cfg), pack)
@@ -137,14 +137,14 @@ _FIRST_STEPS = 12  # trials of the plan that `--cfg job` shows
 
 def _sweep(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.config import load_config, validate
-    from lrbatch.slots import cpu_workers, start_worker_server
+    from lrbatch.workers import cpu_workers, start_worker_server
 
     _refuse_hydra_flags(args)
     sweep_file, overrides = _sweep_items(args.items)
     cfg = load_config(sweep_file, overrides, check=False)
     if args.cfg:
-        from lrbatch.prepare import storage_url
-        from lrbatch.storage import check_storage
+        from lrbatch.search import check_storage
+        from lrbatch.workers import storage_url
 
         validate(cfg)
         check_storage(storage_url(cfg))
@@ -157,7 +157,7 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
     if several:
         start_worker_server()  # its imports (seconds) run beside this process's own
     validate(cfg)
-    from lrbatch.sweep import run_sweep
+    from lrbatch.workers import run_sweep
 
     try:
         outcome = run_sweep(cfg, console, trial_limit=args.trial_limit)
@@ -173,9 +173,8 @@ def _sweep(args: argparse.Namespace, console: Console) -> int:
 
 
 def _worker(args: argparse.Namespace, console: Console) -> int:
-    from lrbatch.storage import redact
-    from lrbatch.sweep import join_sweep
-    from lrbatch.worker import STORAGE_ENV
+    from lrbatch.search import redact
+    from lrbatch.workers import STORAGE_ENV, join_sweep
 
     url = args.storage or os.environ.get(STORAGE_ENV)
     if not url:
@@ -275,9 +274,9 @@ def _shortfall(shortfall: Shortfall, plan: SweepPlan) -> str:
 
 def _print_report(cfg: DictConfig, console: Console) -> None:
     """After a sweep, what `lrbatch report` prints (files and dashboard: `lrbatch report`)."""
-    from lrbatch.prepare import storage_url
     from lrbatch.report import build_report, render
-    from lrbatch.study_io import open_study
+    from lrbatch.search import open_study
+    from lrbatch.workers import storage_url
 
     console.print(render(build_report(open_study(storage_url(cfg), cfg.study.name))))
 
@@ -343,9 +342,8 @@ def _predict_study(args: argparse.Namespace, console: Console) -> int:
     import json
     from dataclasses import asdict
 
-    from lrbatch.predictions import prediction_view
-    from lrbatch.report import build_report, json_ready
-    from lrbatch.study_io import find_last_study, open_study
+    from lrbatch.report import build_report, json_ready, prediction_view
+    from lrbatch.search import find_last_study, open_study
 
     study = open_study(args.storage or find_last_study(), args.study)
     report = build_report(study, args.batch)
@@ -384,12 +382,12 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from lrbatch.noise_scale import (
-        as_json,
+    from lrbatch.training import (
         base_batch,
+        noise_scale_json,
         optimizer_name,
         plain_sgd,
-        render,
+        render_noise_scale,
         run_noise_scale,
     )
 
@@ -419,13 +417,13 @@ def _noise_scale(args: argparse.Namespace, console: Console) -> int:
             ),
         )
     if study is not None:  # the report draws the SGD optimum this run implies
-        from lrbatch.study_io import record_noise_run
+        from lrbatch.search import record_noise_run
 
-        record_noise_run(study, as_json(run), optimizer_name(cfg), plain_sgd(cfg))
+        record_noise_run(study, noise_scale_json(run), optimizer_name(cfg), plain_sgd(cfg))
     if args.json:
-        print(json.dumps(as_json(run), indent=2, allow_nan=False, ensure_ascii=False))
+        print(json.dumps(noise_scale_json(run), indent=2, allow_nan=False, ensure_ascii=False))
     else:
-        console.print(render(run, None if plain_sgd(cfg) else optimizer_name(cfg)))
+        console.print(render_noise_scale(run, None if plain_sgd(cfg) else optimizer_name(cfg)))
         if study is not None:
             console.print(
                 f"Recorded in study {study.study_name!r}: `lrbatch report` draws the SGD optimum "
@@ -449,7 +447,7 @@ def _noise_scale_config(
             return cfg, args.lr, "--lr", None, None
         if cfg.sweep.base_lr is not None:
             return cfg, float(cfg.sweep.base_lr), "sweep.base_lr", None, None
-        from lrbatch.noise_scale import optimizer_name, plain_sgd
+        from lrbatch.training import optimizer_name, plain_sgd
 
         if not plain_sgd(cfg):
             raise ConfigError(
@@ -469,7 +467,7 @@ def _noise_scale_config(
             "study's settings (the study's config is used)"
         )
     from lrbatch.report import build_report
-    from lrbatch.study_io import find_last_study, open_study
+    from lrbatch.search import find_last_study, open_study
 
     study = open_study(args.storage or find_last_study(), args.study)
     recorded = study.user_attrs.get("lrbatch.config")
@@ -729,7 +727,7 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _report(args: argparse.Namespace, console: Console) -> int:
     from lrbatch.report import build_report, publish, render, write_report
-    from lrbatch.study_io import find_last_study, open_study
+    from lrbatch.search import find_last_study, open_study
 
     for batch in args.predict:
         if batch <= 0:
@@ -754,8 +752,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 def _studies(args: argparse.Namespace, console: Console) -> int:
     """`lrbatch studies`: the studies in a storage (default: every file in runs/), each with
     its state and trial counts; `--delete NAME` deletes one, once confirmed."""
-    from lrbatch.storage import redact
-    from lrbatch.studies import delete_study, runs_storages, study_rows
+    from lrbatch.search import delete_study, redact, runs_storages, study_rows
 
     urls = [args.storage] if args.storage else runs_storages()
     if not urls:
@@ -827,9 +824,8 @@ def _unwritable(out: Path, error: OSError) -> ConfigError:
 
 
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
-    from lrbatch.dashboard import serve
-    from lrbatch.storage import open_storage, redact
-    from lrbatch.study_io import find_last_study
+    from lrbatch.report import serve
+    from lrbatch.search import find_last_study, open_storage, redact
 
     url = args.storage or find_last_study()
     storage = open_storage(url, heartbeat_interval=None, create=False)
@@ -863,9 +859,7 @@ def _check_port(host: str, port: int) -> None:
 def _import(args: argparse.Namespace, console: Console) -> int:
     from optuna.trial import TrialState
 
-    from lrbatch.importing import import_csv
-    from lrbatch.storage import redact
-    from lrbatch.study_io import open_study, outcome
+    from lrbatch.search import import_csv, open_study, outcome, redact
 
     added = import_csv(args.csv, args.storage, args.study, args.direction)
     trials = open_study(args.storage, args.study).trials
@@ -908,7 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]Interrupted.[/]")
         return 130
     except RuntimeError as error:
-        from lrbatch.sweep import WorkerFailed  # (imported late: `lrbatch predict` stays quick)
+        from lrbatch.workers import WorkerFailed
 
         if not isinstance(error, WorkerFailed):
             raise

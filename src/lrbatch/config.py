@@ -23,7 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from lrbatch.rules import LAW_RULES, MEASURED, RULE_NAMES
+from lrbatch.science import LAW_RULES, MEASURED, RULE_NAMES
 
 __all__ = [
     "BudgetConfig",
@@ -62,7 +62,7 @@ class ScheduleConfig:
 
 @dataclass
 class BudgetConfig:
-    """What is held fixed across batch sizes (SCIENCE.md, *Budget*)."""
+    """What is held fixed across batch sizes (docs/science.md, *Terms*)."""
 
     kind: str = "samples"  # samples (fixed epochs) | steps | target
     epochs: float = 10.0  # samples budget: epochs × training-set size samples at every B

@@ -1,1 +1,1 @@
-"""The user's own package of the README's "Your own model and data" example."""
+"""The user's own package of the "Your own model and data" example (docs/configuration.md)."""

@@ -1,4 +1,4 @@
-"""``mypkg.data.load``: a user's data, as the README plugs it in (``dataset._target_``)."""
+"""``mypkg.data.load``: a user's data, as the docs plug it in (``dataset._target_``)."""
 
 import torch
 import torch.nn.functional as F

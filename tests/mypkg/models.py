@@ -1,4 +1,4 @@
-"""``mypkg.models.Net``: a user's model, as the README plugs it in (``model._target_``)."""
+"""``mypkg.models.Net``: a user's model, as the docs plug it in (``model._target_``)."""
 
 import math
 
