@@ -251,8 +251,9 @@ def test_a_budget_spent_while_adding_seeds_says_every_optimum_is_pinned(capsys) 
 
 
 def test_the_readmes_own_model_and_data_example_runs(workdir: Path, capsys) -> None:
-    """README, "Your own model and data": the command as written (mypkg is tests/mypkg)."""
-    readme = (ROOT / "README.md").read_text().splitlines()
+    """docs/configuration.md, "Your own model and data": the command as written (mypkg is
+    tests/mypkg)."""
+    readme = (ROOT / "docs" / "configuration.md").read_text().splitlines()
     command = next(line for line in readme if line.startswith("lrbatch sweep model._target_="))
     argv = shlex.split(command)[1:]
     tiny = [*TINY, "sweep.batch_sizes=[16,64]", "sweep.seeds=1", "--trial-limit", "2"]

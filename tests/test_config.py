@@ -208,7 +208,7 @@ def test_a_replaced_target_starts_from_its_own_arguments(tmp_path: Path) -> None
 
 
 def test_the_readmes_running_sweeps_examples_run_one_after_another() -> None:
-    """README, "Running sweeps": two examples sharing a study train the same way (else the
+    """docs/sweeps.md, "Running sweeps": two examples sharing a study train the same way (else the
     second would be refused, its training settings differing from the study's)."""
     import shlex
 
@@ -216,7 +216,7 @@ def test_the_readmes_running_sweeps_examples_run_one_after_another() -> None:
 
     from lrbatch.workers.prepare import storage_url, training_settings
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "sweeps.md").read_text()
     block = readme.split("## Running sweeps", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     studies: dict[str, tuple[str, dict]] = {}
     for line in block.splitlines():

@@ -3,7 +3,7 @@
     python docs/results/trial_noise.py surge_adam   # reads runs/surge_adam.db and the report
 
 Every trial records B_simple at the start, 10%, 50% and end of its training (the trial user
-attribute ``noise_scale``, read with ``lrbatch.study_io.trial_noise``). For each batch size this
+attribute ``noise_scale``, read with ``lrbatch.trial_noise``). For each batch size this
 pools the trials whose lr is within ×1.5 of the report's optimum (all seeds): tr(Σ) and |G|² are
 summed over them, then divided, as one trial's estimate is noisy. An empty cell: the pooled |G|²
 estimate was not positive (the noise swamps the mean gradient there). Writes
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import optuna
 
-from lrbatch.study_io import trial_noise
+from lrbatch import trial_noise
 
 POINTS = ("start", "10%", "50%", "end")
 NEAR = 1.5  # a trial counts when its lr is within this factor of the optimum
