@@ -35,7 +35,7 @@ __all__ = [
     "group_levels",
 ]
 
-SAME_LR = 1.01  # two learning rates within 1% are the same point (as in lrbatch.search.plan)
+SAME_LR = 1.01  # two learning rates within 1% are the same point (as in lrbatch.search.decisions)
 # The window: the best level, its neighbours, and further levels within this factor of it.
 # Wider windows let a skewed curve (steeper towards divergence) pull the vertex; narrower
 # ones leave too few trials (chosen on benchmarks/calibration.py: 2.0–3.0 behave alike).

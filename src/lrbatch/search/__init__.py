@@ -9,15 +9,9 @@ from lrbatch._exports import lazy_exports
 
 if TYPE_CHECKING:
     from lrbatch.search.calibration import calibrate
+    from lrbatch.search.decisions import Finished, Observation, Proposal, Shortfall, same_point
     from lrbatch.search.importing import import_csv
-    from lrbatch.search.plan import (
-        Finished,
-        Observation,
-        Proposal,
-        Shortfall,
-        SweepPlan,
-        same_point,
-    )
+    from lrbatch.search.plan import SweepPlan
     from lrbatch.search.progress import format_lr, summarize
     from lrbatch.search.sampler import LRBatchSampler, next_pack, next_step, stop_when_plan_finished
     from lrbatch.search.storage import (

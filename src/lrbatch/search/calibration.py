@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from lrbatch.science import BatchOptimum, TrialPoint, batch_optima
-from lrbatch.search.plan import Finished, Observation, Proposal, SweepPlan
+from lrbatch.search.decisions import Finished, Observation, Proposal
+from lrbatch.search.plan import SweepPlan
 
 __all__ = ["Calibration", "Landscape", "Sweeps", "calibrate", "score", "simulate", "sweeps"]
 

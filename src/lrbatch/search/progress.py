@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lrbatch.search.plan import Observation, SweepPlan
+from lrbatch.search.decisions import Observation
+from lrbatch.search.plan import SweepPlan
 
 __all__ = ["BatchSummary", "format_lr", "summarize"]
 

@@ -43,7 +43,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from lrbatch.search.plan import Finished, Observation, Proposal, SweepPlan, Wait, same_point
+from lrbatch.search.decisions import Finished, Observation, Proposal, Wait, same_point
+from lrbatch.search.plan import SweepPlan
 from lrbatch.search.study_io import PROPOSAL_ATTR, observations, placed, planned, point, trial_run
 
 __all__ = [

@@ -18,7 +18,8 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from lrbatch.search.plan import Finished, SweepPlan
+from lrbatch.search.decisions import Finished
+from lrbatch.search.plan import SweepPlan
 from lrbatch.search.storage import open_storage, redact
 from lrbatch.search.study_io import observations, outcome, study_names
 

@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lrbatch.config import ConfigError
 from lrbatch.science import NoiseEstimate, NoiseRecord, TrialPoint, saturating
-from lrbatch.search.plan import Observation, Proposal
+from lrbatch.search.decisions import Observation, Proposal
 from lrbatch.search.storage import open_storage, redact
 
 __all__ = [
