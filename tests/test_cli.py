@@ -15,7 +15,8 @@ import pytest
 from conftest import ROOT, TINY
 from rich.console import Console
 
-from lrbatch.cli import NO_ANSWER, _print_end, main
+from lrbatch.cli import NO_ANSWER, main
+from lrbatch.cli.sweep import _print_end
 from lrbatch.search.plan import Observation, Proposal, SweepPlan
 from lrbatch.workers.sweep import SweepOutcome
 
@@ -54,7 +55,7 @@ def test_console_script_runs_a_sweep_and_resumes(workdir: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "lrbatch.cli",
+        "lrbatch",
         "sweep",
         str(ROOT / "sweeps" / "smoke.yaml"),
         "sweep.batch_sizes=[32]",
@@ -303,10 +304,10 @@ def test_studies_lists_each_study_with_its_state_and_deletes_one(
     rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines()[4:-1]}
     assert set(rows) == {"smoke", "p"}
     assert "paused" in rows["smoke"] and re.search(r"imported\s*│\s*3\s*│", rows["p"])
-    monkeypatch.setattr("lrbatch.cli._confirm", lambda question, command: False)
+    monkeypatch.setattr("lrbatch.cli.studies._confirm", lambda question, command: False)
     assert main(["studies", "--delete", "p"]) == 0
     assert "Nothing deleted." in capsys.readouterr().out
-    monkeypatch.setattr("lrbatch.cli._confirm", lambda question, command: True)
+    monkeypatch.setattr("lrbatch.cli.studies._confirm", lambda question, command: True)
     assert main(["studies", "--delete", "p"]) == 0
     assert "Deleted study 'p' (3 trials) from sqlite:///runs/paper.db." in capsys.readouterr().out
     smoke_db = ["--storage", "sqlite:///runs/smoke.db"]

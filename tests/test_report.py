@@ -190,7 +190,7 @@ def _start_dashboard(url: str) -> tuple[subprocess.Popen[bytes], int]:
         port = _free_port()
         command = ["dashboard", "--storage", url, "--port", str(port)]
         server = subprocess.Popen(
-            [sys.executable, "-m", "lrbatch.cli", *command],
+            [sys.executable, "-m", "lrbatch", *command],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
