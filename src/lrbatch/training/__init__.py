@@ -9,7 +9,7 @@ from lrbatch._exports import lazy_exports
 
 if TYPE_CHECKING:
     from lrbatch.training.gradient_noise import TrialNoise, measure
-    from lrbatch.training.loop import TrialResult, train, train_pack
+    from lrbatch.training.loop import train, train_pack
     from lrbatch.training.noise_scale import (
         base_batch,
         noise_scale_json,
@@ -18,7 +18,13 @@ if TYPE_CHECKING:
         render_noise_scale,
         run_noise_scale,
     )
-    from lrbatch.training.trial import build_model, load_data, make_fabric, training_length
+    from lrbatch.training.trial import (
+        TrialResult,
+        build_model,
+        load_data,
+        make_fabric,
+        training_length,
+    )
 else:
     __getattr__, __dir__ = lazy_exports(__name__, __file__)
 

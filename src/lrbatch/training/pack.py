@@ -1,9 +1,9 @@
 """Packed models: K copies of one model, one per learning rate, trained in one forward pass.
 
 Trials at one (effective batch, seed) start from the same weights and read the same examples
-(:mod:`lrbatch.training.loop`), so K of them can train as one *pack*: every batch is read once and
-every layer runs once over the K members. Each member stays an ordinary ``nn.Module`` with its own
-parameters, optimizer and evaluation; only where its parameters' numbers live changes:
+(:mod:`lrbatch.training.attempt`), so K of them can train as one *pack*: every batch is read once
+and every layer runs once over the K members. Each member stays an ordinary ``nn.Module`` with its
+own parameters, optimizer and evaluation; only where its parameters' numbers live changes:
 
 - each parameter position (``net.0.weight``...) becomes one stacked leaf tensor ``[K, ...]``
   that the packed forward reads, and member k's parameter is the view of row k of it (its

@@ -1,5 +1,6 @@
 """The parts of one trial: its micro-batches, length and schedule, its device, data and model,
-and its evaluation (:mod:`lrbatch.training.loop` runs the loop that puts them together)."""
+its evaluation and what it measured (:mod:`lrbatch.training.attempt` runs the loop that puts
+them together)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from lrbatch.data import TensorData, load_tensors
+from lrbatch.science import NoiseRecord
 from lrbatch.training.gradient_noise import LossFn
 
 __all__ = [
     "ModelDoesNotFitError",
     "Probe",
+    "TrialResult",
     "build_model",
     "evaluate",
     "evaluate_in_memory",
@@ -51,6 +54,63 @@ class Probe:
 
     steps: frozenset[int]
     call: Callable[[int, LossFn, list[torch.Tensor]], None]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial measured (the value the study records is the worker's to choose from
+    it: :func:`lrbatch.workers.worker.trial_value`).
+
+    Attributes:
+        metrics: every metric measured at the end (``val_loss``, ``val_acc``, ``train_loss``...).
+        diverged: the loss became NaN/inf or exceeded ``divergence_factor`` × its start.
+        steps: optimizer steps taken.
+        samples: training examples processed (steps × effective batch).
+        micro_batch: examples per forward/backward pass in the run that finished.
+        accumulation_steps: micro-batches per optimizer step (micro × steps == effective batch).
+        eval_batch: examples per forward pass in the evaluations that counted (at most the
+            validation split's size).
+        wall_time_s: seconds for the whole trial, every attempt that ran out of memory included;
+            for a member of :func:`lrbatch.training.loop.train_pack`, the call's seconds divided
+            by its learning rates (what the trial cost, so that the members' times add up to the
+            call's).
+        device: the device's name (``cpu`` or the GPU model).
+        reached_target: target budget only: whether ``budget.target`` was reached.
+        oom_micro_batches: micro-batches (examples) that ran out of memory in training, in order;
+            each one restarted the trial with a smaller one. Empty when none did.
+        oom_eval_batches: evaluation batches (examples) that ran out of memory, in order; each
+            one was halved and the evaluation repeated. Empty when none did.
+        noise_scale: B_simple at the start, 10%, 50% and end of the planned steps, each averaged
+            over a window of up to 4 steps (:class:`lrbatch.training.gradient_noise.TrialNoise`);
+            windows a run that stopped early never reached are left out.
+        grad_norms: (step, |G_B|): the norm of the batch gradient the optimizer stepped with
+            (mean loss over the effective batch), at up to 32 evenly spaced steps.
+        pack: members the trial trained with, at the start (1: alone); members that stop
+            early (diverged, or reached the target) leave the pack at their last step.
+        oom_packs: sizes of the packs that ran out of memory in training, in order; each was
+            halved and its halves trained one after the other. Empty when none did.
+        pack_fallback: why the learning rates of a :func:`lrbatch.training.loop.train_pack`
+            call trained one at a time instead of as a pack; None when they packed (or there
+            was one).
+    """
+
+    metrics: dict[str, float]
+    diverged: bool
+    steps: int
+    samples: int
+    micro_batch: int
+    accumulation_steps: int
+    eval_batch: int
+    wall_time_s: float
+    device: str
+    reached_target: bool | None = None
+    oom_micro_batches: tuple[int, ...] = ()
+    oom_eval_batches: tuple[int, ...] = ()
+    noise_scale: tuple[NoiseRecord, ...] = ()
+    grad_norms: tuple[tuple[int, float], ...] = ()
+    pack: int = 1
+    oom_packs: tuple[int, ...] = ()
+    pack_fallback: str | None = None
 
 
 class ModelDoesNotFitError(torch.OutOfMemoryError):
