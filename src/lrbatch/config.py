@@ -34,6 +34,7 @@ __all__ = [
     "StudyConfig",
     "SweepConfig",
     "conf_dir",
+    "config_of_study",
     "load_config",
     "validate",
 ]

@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from rich.console import Console
 
-__all__ = ["add_config_arguments", "print_config", "refuse_hydra_flags", "sweep_items"]
+__all__ = [
+    "add_config_arguments",
+    "add_hydra_flags",
+    "print_config",
+    "refuse_hydra_flags",
+    "sweep_items",
+]
 
 _YAML = (".yaml", ".yml")
 _FIRST_STEPS = 12  # trials of the plan that `--cfg job` shows

@@ -25,6 +25,9 @@ import numpy as np
 from scipy import stats
 
 __all__ = [
+    "BEST_POINT",
+    "LOCAL",
+    "SAME_LR",
     "BatchAnalysis",
     "BatchOptimum",
     "Level",

@@ -65,6 +65,7 @@ __all__ = [
     "open_study",
     "outcome",
     "placed",
+    "planned",
     "point",
     "ran_by",
     "record_noise_run",
